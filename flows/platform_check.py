@@ -43,7 +43,13 @@ def platform_check(fail_times: int = 1) -> dict[str, object]:
     result = persisted_answer(attempts)
     result["code_dir"] = str(Path(__file__).resolve().parent)
     result["network"] = os.environ.get("PLATFORM_NETWORK", "")
-    logger.info("platform-check marker=%s host=%s attempts=%s", CODE_MARKER, result["hostname"], attempts)
+    logger.info(
+        "platform-check marker=%s host=%s uid=%s attempts=%s",
+        CODE_MARKER,
+        result["hostname"],
+        os.getuid(),
+        attempts,
+    )
     create_markdown_artifact(
         key="platform-check",
         markdown=(

@@ -1,0 +1,49 @@
+"""Shared fixtures: access to a Docker engine for the tests that need one.
+
+Without an engine those tests skip, unless REQUIRE_DOCKER=1 (set by .ci/run): then they fail,
+so CI can never go green without having run them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+import pytest
+
+
+def docker_engine_problem() -> str | None:
+    """Why no Docker engine can be used, or None when one answers."""
+    if shutil.which("docker") is None:
+        return "the docker client is not installed"
+    try:
+        probe = subprocess.run(
+            ["docker", "info", "--format", "{{.ServerVersion}}"], capture_output=True, timeout=20
+        )
+    except subprocess.TimeoutExpired:
+        return "`docker info` timed out"
+    if probe.returncode != 0:
+        return f"no Docker engine answers: {probe.stderr.decode(errors='replace').strip()[:200]}"
+    if subprocess.run(["docker", "compose", "version"], capture_output=True).returncode != 0:
+        return "Docker Compose v2 is missing"
+    return None
+
+
+@pytest.fixture(scope="session")
+def docker_engine() -> None:
+    problem = docker_engine_problem()
+    if problem is None:
+        return
+    if os.environ.get("REQUIRE_DOCKER") == "1":
+        pytest.fail(f"REQUIRE_DOCKER=1 but {problem} (run ../shared/container-host/up)")
+    pytest.skip(f"{problem}; set REQUIRE_DOCKER=1 to make this a failure")
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    """Records failures on the module so module-scoped fixtures can dump diagnostics."""
+    report = yield
+    if report.failed:
+        item.module.__dict__["_any_test_failed"] = True  # type: ignore[union-attr]
+    return report

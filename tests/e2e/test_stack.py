@@ -1,0 +1,246 @@
+"""End to end: a fresh copy of the checkout, `./scripts/up`, and the platform used like a user would.
+
+One stack per module (starting it is the expensive part); tests run in file order and build on
+each other's state (e.g. run history that must survive restarts).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import stat
+import subprocess
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.e2e.stack import PrefectApi, Stack, copy_checkout, env_value
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1500)]
+
+
+@pytest.fixture(scope="module")
+def stack(
+    docker_engine: None, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Stack]:
+    root = tmp_path_factory.mktemp("clone")
+    copy_checkout(root)
+    stack = Stack(root)
+    stack.started_at = time.time()  # type: ignore[attr-defined]
+    try:
+        stack.up_result = stack.up()  # type: ignore[attr-defined]
+        yield stack
+    finally:
+        if request.module.__dict__.get("_any_test_failed") or not hasattr(stack, "up_result"):
+            capture = request.config.pluginmanager.getplugin("capturemanager")
+            with capture.global_and_fixture_disabled():  # type: ignore[union-attr]
+                print(stack.dump_diagnostics())
+        stack.down()
+
+
+@pytest.fixture(scope="module")
+def api(stack: Stack) -> Iterator[PrefectApi]:
+    with stack.client() as client:
+        yield PrefectApi(client)
+
+
+def wait_ready(stack: Stack, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{stack.api_url}/ready", timeout=5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    raise AssertionError(f"server not ready after {timeout}s")
+
+
+def test_up_creates_private_env_and_prints_ui_without_secrets(stack: Stack) -> None:
+    env_file = stack.root / ".env"
+    assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
+    text = env_file.read_text()
+    assert "__GENERATE__" not in text
+    password = env_value(env_file, "POSTGRES_PASSWORD")
+    auth = env_value(env_file, "PREFECT_API_AUTH_STRING")
+    assert len(password) >= 32 and len(auth.split(":", 1)[1]) >= 32
+    assert env_value(env_file, "PLATFORM_DIR") == str(stack.root)
+    output = stack.up_result.stdout + stack.up_result.stderr  # type: ignore[attr-defined]
+    assert f"http://localhost:{stack.port}" in output
+    assert password not in output and auth.split(":", 1)[1] not in output
+
+
+def test_second_up_keeps_secrets(stack: Stack) -> None:
+    before = (stack.root / ".env").read_text()
+    stack.run("./scripts/up", "--no-build")
+    assert (stack.root / ".env").read_text() == before
+
+
+def test_api_requires_auth(stack: Stack, api: PrefectApi) -> None:
+    assert httpx.get(f"{stack.api_url}/health", timeout=10).status_code == 200
+    anonymous = httpx.post(f"{stack.api_url}/flows/filter", json={}, timeout=10)
+    assert anonymous.status_code == 401
+    wrong = httpx.post(
+        f"{stack.api_url}/flows/filter", json={}, auth=("admin", "not-the-password"), timeout=10
+    )
+    assert wrong.status_code == 401
+    assert isinstance(api.post("/flows/filter"), list)
+
+
+def test_postgres_is_not_published_on_the_host(stack: Stack) -> None:
+    published = stack.compose("port", "postgres", "5432", check=False)
+    assert published.returncode != 0 or not published.stdout.strip()
+    container = stack.compose("ps", "-q", "postgres").stdout.strip()
+    ports = json.loads(
+        subprocess.check_output(["docker", "inspect", "-f", "{{json .NetworkSettings.Ports}}", container])
+    )
+    assert all(not bindings for bindings in (ports or {}).values())
+
+
+def test_work_pool_is_docker_with_the_stack_template(stack: Stack, api: PrefectApi) -> None:
+    pool = api.get("/work_pools/docker-pool")
+    assert pool["type"] == "docker"
+    defaults = {k: v.get("default") for k, v in pool["base_job_template"]["variables"]["properties"].items()}
+    assert defaults["networks"] == [stack.project]
+    assert f"{stack.root}/flows:/opt/prefect/flows:ro" in defaults["volumes"]
+    assert f"{stack.project}-data:/data" in defaults["volumes"]
+    assert defaults["image"] == env_value(stack.root / ".env", "FLOW_RUN_IMAGE")
+    assert defaults["image_pull_policy"] == "Never"
+    assert defaults["auto_remove"] is True
+    assert defaults["mem_limit"] == env_value(stack.root / ".env", "FLOW_RUN_MEMORY_LIMIT")
+    # Secrets stay out of the template (the UI shows it): flow containers read the mounted .env.
+    assert env_value(stack.root / ".env", "POSTGRES_PASSWORD") not in json.dumps(pool)
+
+
+def run_self_check(api: PrefectApi) -> tuple[dict, list[str]]:
+    run = api.wait(api.trigger("platform-check", "self-check"))
+    return run, api.logs(run["id"])
+
+
+def test_self_check_runs_in_its_own_container_on_the_stack_network(stack: Stack, api: PrefectApi) -> None:
+    run, logs = run_self_check(api)
+    assert run["state_type"] == "COMPLETED", run["state"]
+    assert any("marker=v1" in line for line in logs), logs
+    assert any("Retry 1/2" in line for line in logs), "the planned task failure was not retried"
+    host = re.search(r"host=(\w+)", "\n".join(logs)).group(1)  # type: ignore[union-attr]
+    artifacts = api.artifacts(run["id"])
+    assert any(host in (a.get("data") or "") for a in artifacts), artifacts
+    # The container is none of the compose services, joined the stack network, and is removed after.
+    services = stack.compose("ps", "-aq").stdout.split()
+    assert not any(cid.startswith(host) for cid in services)
+    events = subprocess.run(
+        [
+            "docker",
+            "events",
+            "--since",
+            str(int(stack.started_at)),
+            "--until",
+            str(int(time.time()) + 1),  # type: ignore[attr-defined]
+            "--filter",
+            "type=network",
+            "--filter",
+            "event=connect",
+            "--filter",
+            f"network={stack.project}",
+            "--format",
+            "{{.Actor.Attributes.container}}",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert any(cid.startswith(host) for cid in events), f"{host} never joined network {stack.project}"
+    for _ in range(20):
+        if not subprocess.run(
+            ["docker", "ps", "-aq", "--filter", f"id={host}"], capture_output=True, text=True
+        ).stdout.strip():
+            break
+        time.sleep(0.5)
+    else:
+        raise AssertionError(f"flow-run container {host} was not removed (auto_remove)")
+
+
+def test_results_persist_on_the_shared_volume(stack: Stack) -> None:
+    image = env_value(stack.root / ".env", "FLOW_RUN_IMAGE")
+    listing = subprocess.run(
+        ["docker", "run", "--rm", "-v", f"{stack.project}-data:/data", image, "ls", "/data/results"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert listing, "no persisted result on the data volume"
+
+
+def test_code_change_is_picked_up_without_rebuild(stack: Stack, api: PrefectApi) -> None:
+    images_before = subprocess.check_output(["docker", "images", "-q", "--no-trunc"], text=True)
+    source = stack.root / "flows" / "platform_check.py"
+    source.write_text(source.read_text().replace('CODE_MARKER = "v1"', 'CODE_MARKER = "v2"'))
+    run, logs = run_self_check(api)
+    assert run["state_type"] == "COMPLETED", run["state"]
+    assert any("marker=v2" in line for line in logs), logs
+    assert subprocess.check_output(["docker", "images", "-q", "--no-trunc"], text=True) == images_before
+
+
+def test_restart_of_server_and_postgres_loses_nothing(stack: Stack, api: PrefectApi) -> None:
+    runs_before = {run["id"]: run["state_type"] for run in api.post("/flow_runs/filter", {"limit": 200})}
+    deployments_before = {d["id"] for d in api.post("/deployments/filter")}
+    assert runs_before and deployments_before
+    stack.compose("restart", "postgres", "prefect-server")
+    wait_ready(stack)
+    runs_after = {run["id"]: run["state_type"] for run in api.post("/flow_runs/filter", {"limit": 200})}
+    assert {d["id"] for d in api.post("/deployments/filter")} == deployments_before
+    assert all(runs_after.get(run_id) == state for run_id, state in runs_before.items())
+    # And the stack still runs flows afterwards (the worker reconnects by itself).
+    run, _ = run_self_check(api)
+    assert run["state_type"] == "COMPLETED", run["state"]
+
+
+def test_flow_runs_survive_a_worker_restart(stack: Stack, api: PrefectApi) -> None:
+    stack.compose("stop", "-t", "10", "prefect-worker")
+    waiting = api.trigger("platform-check", "self-check")  # scheduled while no worker runs
+    stack.compose("start", "prefect-worker")
+    racing = api.trigger("platform-check", "self-check")
+    stack.compose("restart", "-t", "10", "prefect-worker")  # restarted while it picks up or runs it
+    for run_id in (waiting, racing):
+        run = api.wait(run_id)
+        assert run["state_type"] == "COMPLETED", run["state"]
+
+
+def snapshot(api: PrefectApi) -> dict:
+    keep = (
+        "id",
+        "name",
+        "entrypoint",
+        "parameters",
+        "work_pool_name",
+        "job_variables",
+        "tags",
+        "concurrency_limit",
+    )
+    deployments = sorted(
+        (
+            {k: d.get(k) for k in keep} | {"schedules": [s["schedule"] for s in d.get("schedules", [])]}
+            for d in api.post("/deployments/filter")
+        ),
+        key=lambda d: d["name"],
+    )
+    automations = sorted(
+        (
+            {k: a[k] for k in ("id", "name", "trigger", "actions", "enabled")}
+            for a in api.post("/automations/filter")
+        ),
+        key=lambda a: a["name"],
+    )
+    pool = api.get("/work_pools/docker-pool")
+    return {"pool": pool["base_job_template"], "deployments": deployments, "automations": automations}
+
+
+def test_init_is_idempotent(stack: Stack, api: PrefectApi) -> None:
+    before = snapshot(api)
+    assert any("heartbeat" in a["name"] for a in before["automations"])
+    rerun = stack.compose("run", "--rm", "--no-deps", "prefect-init")
+    assert "work pool 'docker-pool' unchanged" in rerun.stdout
+    assert "created" not in rerun.stdout and "updated" not in rerun.stdout, rerun.stdout
+    assert snapshot(api) == before
