@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
 import urllib.error
@@ -13,6 +14,13 @@ if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from sigv4 import Credentials, sign
 
+CREDENTIALS_REJECTED = {
+    "UnrecognizedClientException",
+    "InvalidClientTokenId",
+    "InvalidSignatureException",
+    "SignatureDoesNotMatch",
+    "ExpiredTokenException",
+}
 TRANSIENT = {"ThrottlingException", "InternalServiceError", "ServiceUnavailable", "RequestTimeout"}
 
 
@@ -30,6 +38,17 @@ def endpoint_for(region: str) -> str:
     return endpoint
 
 
+def _error_of(status: int, raw: str) -> tuple[str, str]:
+    """(type, message) of an error answer: JSON from the service, XML from some auth layers."""
+    try:
+        error = json.loads(raw)
+    except json.JSONDecodeError:
+        code, message = re.search(r"<Code>(.*?)</Code>", raw), re.search(r"<Message>(.*?)</Message>", raw)
+        return (code.group(1) if code else f"HTTP {status}"), (message.group(1) if message else raw[:200])
+    error_type = str(error.get("__type", f"HTTP {status}")).rsplit("#", 1)[-1]
+    return error_type, str(error.get("message") or error.get("Message") or raw[:200])
+
+
 def _explain(error_type: str, message: str, secret_id: str, region: str) -> str:
     if error_type == "ResourceNotFoundException":
         return (
@@ -37,13 +56,13 @@ def _explain(error_type: str, message: str, secret_id: str, region: str) -> str:
             "(aws secretsmanager create-secret --name ... --secret-string file://secrets.json) or fix "
             "SECRET_ID (a name or full ARN, in the instance's region)"
         )
-    if error_type == "AccessDeniedException":
+    if error_type in {"AccessDeniedException", "AccessDenied"}:
         return (
             f"not allowed to read secret {secret_id!r} (AccessDeniedException): grant the instance role "
             "secretsmanager:GetSecretValue on the secret's ARN (and kms:Decrypt on its key if it uses "
             "a customer-managed KMS key)"
         )
-    if error_type in {"UnrecognizedClientException", "InvalidSignatureException", "ExpiredTokenException"}:
+    if error_type in CREDENTIALS_REJECTED:
         return f"AWS rejected the credentials ({error_type}): {message}"
     if error_type == "DecryptionFailure":
         return f"cannot decrypt secret {secret_id!r}: grant the instance role kms:Decrypt on its KMS key"
@@ -79,13 +98,7 @@ def get_secret_string(
             with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
                 payload = json.loads(response.read())
         except urllib.error.HTTPError as exc:
-            raw = exc.read().decode(errors="replace")
-            try:
-                error = json.loads(raw)
-            except json.JSONDecodeError:
-                error = {}
-            error_type = str(error.get("__type", f"HTTP {exc.code}")).rsplit("#", 1)[-1]
-            message = str(error.get("message") or error.get("Message") or raw[:200])
+            error_type, message = _error_of(exc.code, exc.read().decode(errors="replace"))
             if error_type not in TRANSIENT and exc.code < 500:
                 raise SecretsManagerError(_explain(error_type, message, secret_id, region)) from None
             last = f"{error_type}: {message}"
