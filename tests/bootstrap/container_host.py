@@ -51,6 +51,13 @@ class ContainerHost:
         if systemd:
             self._wait_for_systemd()
 
+    def reboot(self) -> None:
+        """Restarts the container: systemd shuts down cleanly (stopping units), then boots again."""
+        subprocess.run(
+            ["docker", "restart", "-t", "60", self.name], check=True, capture_output=True, timeout=120
+        )
+        self._wait_for_systemd()
+
     def _wait_for_systemd(self) -> None:
         deadline = time.monotonic() + 60
         state = ""

@@ -264,6 +264,42 @@ def test_second_run_changes_nothing(
     assert "restarted docker.service" not in second.stdout
 
 
+def test_start_stack_runs_scripts_up_then_activates_the_unit(
+    first_run: subprocess.CompletedProcess[str],
+    host: ContainerHost,
+    module_imds: FakeImds,
+    moto_endpoint: str,
+    secret: tuple[str, dict[str, str]],
+) -> None:
+    """START_STACK=true with the docker double: proves order, user and directory, not the stack."""
+    host.sh(": > /var/log/fake-docker.log")
+    env = userdata_env(module_imds.endpoint, moto_endpoint, secret[0], START_STACK="true")
+    result = host.run_userdata(env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "up: the platform is running." in result.stdout
+    calls = [c for c in host.read("/var/log/fake-docker.log").splitlines() if "args=compose" in c]
+    as_prefect = f"user=prefect cwd={INSTALL_DIR} args="
+    assert calls[-3:] == [
+        f"{as_prefect}compose build --quiet",
+        f"{as_prefect}compose up -d --wait --wait-timeout 300",
+        f"{as_prefect}compose up -d --wait --remove-orphans",  # the unit, now active
+    ]
+    assert host.sh("systemctl is-active prefect-platform.service").stdout.strip() == "active"
+
+
+def test_stack_stops_at_shutdown_and_starts_at_boot(
+    first_run: subprocess.CompletedProcess[str], host: ContainerHost
+) -> None:
+    host.sh(": > /var/log/fake-docker.log")
+    host.reboot()
+    calls = [c for c in host.read("/var/log/fake-docker.log").splitlines() if "args=compose" in c]
+    assert calls == [
+        f"user=prefect cwd={INSTALL_DIR} args=compose down",
+        f"user=prefect cwd={INSTALL_DIR} args=compose up -d --wait --remove-orphans",
+    ]
+    assert host.sh("systemctl is-active prefect-platform.service").stdout.strip() == "active"
+
+
 def test_failing_rerun_keeps_the_configured_host_intact(
     first_run: subprocess.CompletedProcess[str],
     host: ContainerHost,
