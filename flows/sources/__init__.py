@@ -1,0 +1,1 @@
+"""dlt sources of the ELT flow: the offline demo shop, a REST API and a SQL database."""
