@@ -123,7 +123,7 @@ def load_json_overrides(path: Path) -> dict[str, str]:
     for key, value in data.items():
         if not LINE.match(f"{key}=x"):
             raise EnvFileError(f"{path}: {key!r} is not a valid variable name")
-        if not isinstance(value, str | int | float | bool):
+        if not isinstance(value, (str, int, float, bool)):  # tuple: AL2023 runs Python 3.9
             raise EnvFileError(f"{path}: value of {key} must be a string or number")
         out[key] = str(value).lower() if isinstance(value, bool) else str(value)
     return out
