@@ -189,7 +189,7 @@ main() {
     *) fetch_git ;;
   esac
   # Secrets come before any heavy install: a wrong SECRET_ID or role fails within seconds.
-  STEP="writing $INSTALL_DIR/.env from Secrets Manager"
+  STEP="writing $INSTALL_DIR/.env${SECRET_ID:+ from Secrets Manager}"
   write_env
   STEP="installing Docker"
   "$INSTALL_DIR/scripts/install-docker"
@@ -205,7 +205,8 @@ main() {
 
   if [[ $START_STACK == true ]]; then
     STEP="starting the stack (scripts/up)"
-    (cd "$INSTALL_DIR" && as_service_user ./scripts/up)
+    cd "$INSTALL_DIR"
+    as_service_user ./scripts/up
     # The stack already runs; starting the unit marks it active so shutdown stops it cleanly.
     if [[ -d /run/systemd/system ]]; then systemctl start "$UNIT"; fi
   else

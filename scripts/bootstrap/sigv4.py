@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from urllib.parse import quote, urlsplit
 
 
@@ -48,7 +48,7 @@ def sign(
 
     Every header passed in is signed, so the caller must send exactly the returned set.
     """
-    now = now or datetime.now(UTC)
+    now = now or datetime.now(timezone.utc)  # noqa: UP017 (AL2023 runs Python 3.9: no datetime.UTC)
     amz_date = now.strftime("%Y%m%dT%H%M%SZ")
     date = amz_date[:8]
     parts = urlsplit(url)
