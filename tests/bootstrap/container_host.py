@@ -34,6 +34,15 @@ def build_image() -> str:
             capture_output=True,
             timeout=600,
         )
+        # Drop images of earlier versions of the test image: they would pile up on CI hosts.
+        listed = subprocess.run(
+            ["docker", "images", "prefect-platform/bootstrap-test", "--format", "{{.Repository}}:{{.Tag}}"],
+            capture_output=True,
+            text=True,
+        ).stdout.split()
+        stale = [name for name in listed if name != tag]
+        if stale:
+            subprocess.run(["docker", "rmi", *stale], capture_output=True)
     return tag
 
 
@@ -66,7 +75,11 @@ class ContainerHost:
             if state in {"running", "degraded"}:
                 return
             time.sleep(0.5)
-        raise RuntimeError(f"systemd in {self.name} did not finish booting (state {state!r})")
+        raise RuntimeError(
+            f"systemd in {self.name} did not finish booting (state {state!r}). This harness mounts "
+            "cgroup v1 read-only; on a cgroup v2 engine systemd may need --cgroupns=host and a "
+            "read-write /sys/fs/cgroup (see `docker logs` of the container)"
+        )
 
     def sh(
         self, script: str, env: dict[str, str] | None = None, timeout: float = 180
