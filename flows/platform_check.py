@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
@@ -34,10 +35,15 @@ def persisted_answer(attempts: int) -> dict[str, object]:
 
 
 @flow(name="platform-check", log_prints=True, persist_result=True)
-def platform_check(fail_times: int = 1) -> dict[str, object]:
-    """Runs a retried task, persists its result, logs and publishes an artifact."""
+def platform_check(fail_times: int = 1, hold_seconds: float = 0) -> dict[str, object]:
+    """Runs a retried task, persists its result, logs and publishes an artifact.
+
+    ``hold_seconds`` keeps the run busy at the end, to exercise cancellation and crashes.
+    """
     if not 0 <= fail_times <= 2:
         raise ValueError(f"fail_times must be between 0 and 2 (the task retries twice), got {fail_times}")
+    if not 0 <= hold_seconds <= 3600:
+        raise ValueError(f"hold_seconds must be between 0 and 3600, got {hold_seconds}")
     logger = get_run_logger()
     attempts = flaky_step(fail_times)
     result = persisted_answer(attempts)
@@ -59,6 +65,9 @@ def platform_check(fail_times: int = 1) -> dict[str, object]:
         ),
         description="Result of the platform self-check flow",
     )
+    if hold_seconds:
+        logger.info("holding for %s s", hold_seconds)
+        time.sleep(hold_seconds)
     return result
 
 

@@ -73,6 +73,10 @@ def desired_job_template() -> dict[str, Any]:
             f"{platform_dir}/.env:/run/secrets/platform.env:ro",
             f"{setting('PLATFORM_DATA_VOLUME')}:/data",
         ],
+        # The engine directly, not `prefect flow-run execute`: that CLI imports prefect, then
+        # starts the engine in a subprocess that imports it again, which doubled the time from
+        # trigger to Running here (scripts/bench). The engine handles SIGTERM itself.
+        "command": "python -m prefect.engine",
         "auto_remove": True,
         "stream_output": True,
         "mem_limit": setting("FLOW_RUN_MEMORY_LIMIT"),

@@ -139,6 +139,15 @@ class PrefectApi:
         body = {"logs": {"flow_run_id": {"any_": [run_id]}}, "sort": "TIMESTAMP_ASC", "limit": 200}
         return [entry["message"] for entry in self.post("/logs/filter", body)]
 
+    def logs_with(self, run_id: str, needle: str, timeout: float = 30) -> list[str]:
+        """The run's logs once a line containing ``needle`` arrived (logs are shipped in batches)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            logs = self.logs(run_id)
+            if any(needle in line for line in logs) or time.monotonic() > deadline:
+                return logs
+            time.sleep(0.5)
+
     def artifacts(self, run_id: str) -> list[dict[str, Any]]:
         return self.post("/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [run_id]}}})
 

@@ -34,6 +34,7 @@ def test_template_runs_the_local_image_on_the_stack_network_with_host_mounts(set
         "stack-data:/data",
     ]
     assert defaults["auto_remove"] is True and defaults["mem_limit"] == "768m"
+    assert defaults["command"] == "python -m prefect.engine"
     # The job configuration still renders every variable it templates.
     assert "{{ networks }}" in str(template["job_configuration"]["networks"])
 
