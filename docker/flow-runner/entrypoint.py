@@ -59,7 +59,7 @@ def main(argv: list[str]) -> None:
         sys.exit("flow-entrypoint: no command given")
     load_settings(Path(SETTINGS_FILE))
     drop_privileges(int(os.environ.get("RUN_AS_UID", "1000")))
-    os.execvp(argv[0], argv)
+    os.execvp(argv[0], argv)  # noqa: S606 - replacing this process with the command is the point
 
 
 if __name__ == "__main__":
