@@ -291,3 +291,64 @@ def test_init_is_idempotent(stack: Stack, api: PrefectApi) -> None:
     assert "work pool 'docker-pool' unchanged" in rerun.stdout
     assert "created" not in rerun.stdout and "updated" not in rerun.stdout, rerun.stdout
     assert snapshot(api) == before
+
+
+SINK = """
+import http.server, sys
+class Sink(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("content-length", 0)))
+        print("ALERT", self.path, body.decode(), flush=True)
+        self.send_response(200); self.end_headers()
+http.server.HTTPServer(("0.0.0.0", 8080), Sink).serve_forever()
+"""
+
+
+def test_failed_run_sends_an_alert_to_the_webhook(stack: Stack, api: PrefectApi) -> None:
+    # A webhook receiver on the stack's network, standing in for Slack or a pager.
+    sink = f"{stack.project}-alert-sink"
+    image = env_value(stack.root / ".env", "FLOW_RUN_IMAGE")
+    subprocess.run(
+        [
+            "docker",
+            "run",
+            "-d",
+            "--rm",
+            "--name",
+            sink,
+            "--network",
+            stack.project,
+            "--entrypoint",
+            "python3",
+            image,
+            "-c",
+            SINK,
+        ],
+        check=True,
+        capture_output=True,
+    )
+    try:
+        env_file = stack.root / ".env"
+        env_file.write_text(
+            env_file.read_text().replace(
+                "ALERT_WEBHOOK_URL=\n", f"ALERT_WEBHOOK_URL=http://{sink}:8080/hook\n"
+            )
+        )
+        assert (
+            "alert on failed or crashed flow runs' created"
+            in stack.compose("run", "--rm", "--no-deps", "prefect-init").stdout
+        )
+        run = api.wait(api.trigger("platform-check", "self-check", {"fail_times": 2}))
+        assert run["state_type"] == "COMPLETED"  # two failures are within the task's two retries
+        failing = api.wait(api.trigger("platform-check", "self-check", {"hold_seconds": -1}))  # bad parameter
+        assert failing["state_type"] == "FAILED", failing["state"]
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            received = subprocess.run(["docker", "logs", sink], capture_output=True, text=True).stdout
+            if failing["name"] in received:
+                break
+            time.sleep(2)
+        assert failing["name"] in received and "Failed" in received, received
+        assert run["name"] not in received, "a completed run must not alert"
+    finally:
+        subprocess.run(["docker", "rm", "-f", sink], capture_output=True)
