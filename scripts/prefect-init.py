@@ -46,11 +46,18 @@ def log(message: str) -> None:
 
 
 def prepare_data_volume() -> None:
+    """Docker gives a new named volume the image's /data ownership (uid 1000); check it."""
     for sub in ("", "results"):
         path = DATA_DIR / sub
-        path.mkdir(exist_ok=True)
-        if path.stat().st_uid != FLOW_UID:
-            os.chown(path, FLOW_UID, FLOW_UID)
+        try:
+            path.mkdir(exist_ok=True)
+            if path.stat().st_uid != FLOW_UID:
+                os.chown(path, FLOW_UID, FLOW_UID)
+        except PermissionError:
+            sys.exit(
+                f"prefect-init: {path} on the data volume is not writable by uid {FLOW_UID}; fix it with "
+                f"`docker run --rm -u 0 -v VOLUME:/data IMAGE chown -R {FLOW_UID}:{FLOW_UID} /data`"
+            )
     log(f"data volume ready at {DATA_DIR} (owner uid {FLOW_UID})")
 
 

@@ -193,6 +193,23 @@ def test_code_change_is_picked_up_without_rebuild(stack: Stack, api: PrefectApi)
     assert subprocess.check_output(image_ids, text=True) == images_before, "an image was rebuilt"
 
 
+def mart_rows(api: PrefectApi, run_id: str) -> dict[str, int]:
+    summary = next(a for a in api.artifacts(run_id) if a["key"].startswith("elt-summary"))
+    return {
+        name: int(rows) for name, rows in re.findall(r"^\| (\w+) \| (\d+) \|$", summary["data"], re.MULTILINE)
+    }
+
+
+def test_elt_daily_runs_in_a_flow_container_and_is_idempotent(api: PrefectApi) -> None:
+    first = api.wait(api.trigger("elt", "daily"), timeout=900)
+    assert first["state_type"] == "COMPLETED", first["state"]
+    rows = mart_rows(api, first["id"])
+    assert set(rows) >= {"customer_lifetime_value", "daily_revenue"} and all(rows.values()), rows
+    second = api.wait(api.trigger("elt", "daily"), timeout=900)
+    assert second["state_type"] == "COMPLETED", second["state"]
+    assert mart_rows(api, second["id"]) == rows, "re-running the same data must not change the marts"
+
+
 def test_restart_of_server_and_postgres_loses_nothing(stack: Stack, api: PrefectApi) -> None:
     runs_before = {run["id"]: run["state_type"] for run in api.post("/flow_runs/filter", {"limit": 200})}
     deployments_before = {d["id"] for d in api.post("/deployments/filter")}
