@@ -23,7 +23,7 @@ from prefect.tasks import exponential_backoff
 
 from flows.credentials import CredentialResolver
 from flows.params import EltRequest
-from flows.retry import retry_on_transient_error
+from flows.retry import exception_chain, retry_on_transient_error
 from flows.sources.errors import MalformedSourceDataError
 from flows.warehouse import Warehouse
 
@@ -85,16 +85,12 @@ def _work_root() -> Path | None:
     return path
 
 
-def _root_cause(exc: BaseException) -> BaseException:
-    """The innermost exception of dlt's wrappers (PipelineStepFailed -> ResourceExtractionError -> ...)."""
-    seen: set[int] = set()
-    while id(exc) not in seen:
-        seen.add(id(exc))
-        inner = getattr(exc, "exception", None) or exc.__cause__
-        if not isinstance(inner, BaseException):
-            break
-        exc = inner
-    return exc
+def _bad_data_error(exc: BaseException) -> BaseException | None:
+    """The exception in dlt's wrappers that says the data is malformed, if any."""
+    for inner in exception_chain(exc):
+        if isinstance(inner, MalformedSourceDataError) or type(inner).__name__ == "DataValidationError":
+            return inner
+    return None
 
 
 def _table_counts(pipeline: Any, tables: list[str]) -> tuple[dict[str, int], str | None]:
@@ -134,8 +130,8 @@ def run_pipeline(request: EltRequest, warehouse: Warehouse, resolver: Credential
                 refresh="drop_sources" if request.full_refresh else None,
             )
         except PipelineStepFailed as exc:
-            cause = _root_cause(exc)
-            if isinstance(cause, MalformedSourceDataError) or type(cause).__name__ == "DataValidationError":
+            cause = _bad_data_error(exc)
+            if cause is not None:
                 raise MalformedSourceDataError(
                     f"{request.source} source: malformed data, nothing was loaded ({exc.step} step): {cause}"
                 ) from exc

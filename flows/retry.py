@@ -40,7 +40,8 @@ NEVER_RETRY_TYPES = {
 }
 
 
-def _chain(exc: BaseException) -> list[BaseException]:
+def exception_chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and every exception it wraps (causes, contexts, dlt's ``.exception``)."""
     out: list[BaseException] = []
     stack: list[BaseException | None] = [exc]
     while stack:
@@ -60,7 +61,7 @@ def _http_status(exc: BaseException) -> int | None:
 
 
 def is_transient(exc: BaseException) -> bool:
-    chain = _chain(exc)
+    chain = exception_chain(exc)
     names = {type(e).__name__ for e in chain}
     if names & NEVER_RETRY_TYPES:
         return False
