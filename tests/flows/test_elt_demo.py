@@ -84,11 +84,7 @@ def test_demo_day_by_day_merges_changes_and_reruns_change_nothing(warehouse: Duc
     assert {"load-info-demo", "elt-summary-demo"} <= set(found)
     assert "| orders | 120 | 600 |" in found["load-info-demo"].data
     assert "| daily_revenue | 62 |" in found["elt-summary-demo"].data
-
-
-def test_dbt_models_are_emitted_as_assets(warehouse: DuckWarehouse) -> None:
-    state = elt(demo=DemoSource(through_day=1), return_state=True)
-    assert state.is_completed(), state.message
+    # prefect-dbt emitted the models as assets (materialization events keyed by the relation).
     wait_for(lambda: asset_events("duckdb://"), timeout=30)
     keys = {e["resource"]["prefect.resource.id"] for e in asset_events("duckdb://")}
     assert any(k.endswith("analytics_demo/daily_revenue") for k in keys), keys
