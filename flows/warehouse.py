@@ -146,6 +146,9 @@ def resolve_warehouse(
             + ", ".join(missing)
             + ". Set them in .env (or in the AwsSecret block named by CREDENTIALS_AWS_SECRET_BLOCK)."
         )
+    if values.get("SNOWFLAKE_PRIVATE_KEY"):
+        # .env holds one line per variable: a PEM key may be written with literal \n separators.
+        values["SNOWFLAKE_PRIVATE_KEY"] = values["SNOWFLAKE_PRIVATE_KEY"].replace("\\n", "\n")
     key_path = values.get("SNOWFLAKE_PRIVATE_KEY_PATH")
     if key_path and not values.get("SNOWFLAKE_PRIVATE_KEY") and not Path(key_path).is_file():
         raise WarehouseConfigError(f"SNOWFLAKE_PRIVATE_KEY_PATH={key_path} is not a readable file.")

@@ -1,0 +1,202 @@
+"""Benchmark of the demo ELT at several scales: ingestion rows/s, total ELT seconds, peak RSS of the
+flow run, and the flow's ingest time against a bare dlt pipeline on the same data.
+
+    uv run python tests/bench/bench_elt.py                      # 10k, 100k, 1M orders
+    uv run python tests/bench/bench_elt.py --orders 10000 50000
+
+Not a pytest module (no test_ prefix). Per scale it generates the demo shop's CSVs (the committed
+sample's generator, 3 days), then runs, each in its own fresh process and warehouse:
+  * bare dlt: ``dlt.pipeline(...).run(demo_shop(...))``, nothing else;
+  * the flow: ``elt(source="demo")`` against a Prefect server started once for the benchmark, as a
+    flow-run container would run it (ingest, dbt build, artifacts).
+Peak RSS is the flow process's maximum resident set (wait4's ru_maxrss), the figure a container
+memory limit is compared with. Timings on a shared 2-core machine vary by 10-20% between runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+DEFAULT_SCALES = (10_000, 100_000, 1_000_000)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _start_server(home: Path) -> tuple[subprocess.Popen[bytes], str]:
+    port = _free_port()
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(home),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_UI_ENABLED": "false",
+    }
+    server = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}/api"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2):  # noqa: S310 - local http URL
+                return server, url
+        except OSError:
+            time.sleep(1)
+    server.kill()
+    raise RuntimeError("the Prefect server did not start within 180 s")
+
+
+def _run_measured(code: str, env: dict[str, str]) -> tuple[dict[str, Any], float, int]:
+    """Runs ``code`` in a fresh Python; returns its JSON output, wall seconds and peak RSS in bytes."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    stdout, stderr = proc.stdout.read(), proc.stderr.read()  # type: ignore[union-attr]
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    seconds = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise RuntimeError(f"benchmark step failed:\n{stderr.decode()[-4000:]}")
+    last_line = stdout.decode().strip().splitlines()[-1]
+    return json.loads(last_line), seconds, usage.ru_maxrss * 1024
+
+
+BARE_DLT = """
+import json, os, tempfile, time
+from pathlib import Path
+os.environ["RUNTIME__DLTHUB_TELEMETRY"] = "false"
+os.environ["NORMALIZE__PARQUET_NORMALIZER__ADD_DLT_LOAD_ID"] = "true"
+import dlt
+from flows.sources.demo_shop import demo_shop
+started = time.perf_counter()
+destination = dlt.destinations.duckdb(os.environ["DUCKDB_PATH"])
+pipeline = dlt.pipeline("bare_demo", pipelines_dir=tempfile.mkdtemp(), destination=destination,
+                        dataset_name="raw_demo")
+pipeline.run(demo_shop(Path(os.environ["DEMO_DATA_DIR"])))
+counts = pipeline.last_trace.last_normalize_info.row_counts
+rows = sum(n for t, n in counts.items() if not t.startswith("_dlt"))
+print(json.dumps({"seconds": time.perf_counter() - started, "rows": rows}))
+"""
+
+FLOW_RUN = """
+import json, time
+started = time.perf_counter()
+from flows.elt import elt
+result = elt(source="demo")
+print(json.dumps({
+    "in_flow_seconds": time.perf_counter() - started,
+    "ingest_seconds": result["ingest_seconds"],
+    "transform_seconds": result.get("transform_seconds"),
+    "rows": sum(result["ingest"]["rows_loaded"].values()),
+    "mart_rows": result.get("mart_rows"),
+}))
+"""
+
+
+def bench_scale(orders: int, work: Path, api_url: str) -> dict[str, Any]:
+    from flows.sample_data.generate_shop import generate
+
+    data = work / f"shop-{orders}"
+    started = time.perf_counter()
+    generate(data, orders)
+    generated = time.perf_counter() - started
+    base_env = {**os.environ, "DEMO_DATA_DIR": str(data), "PYTHONPATH": str(REPO)}
+
+    bare, _, bare_rss = _run_measured(
+        BARE_DLT, {**base_env, "DUCKDB_PATH": str(work / f"bare-{orders}.duckdb")}
+    )
+    flow_env = {
+        **base_env,
+        "PREFECT_API_URL": api_url,
+        "WAREHOUSE": "duckdb",
+        "DUCKDB_PATH": str(work / f"flow-{orders}.duckdb"),
+        "DATA_DIR": str(work / f"data-{orders}"),
+        "PREFECT_LOCAL_STORAGE_PATH": str(work / f"results-{orders}"),
+    }
+    flow, flow_wall, flow_rss = _run_measured(FLOW_RUN, flow_env)
+    return {
+        "orders": orders,
+        "rows": flow["rows"],
+        "generate_s": generated,
+        "bare_dlt_s": bare["seconds"],
+        "bare_dlt_rss": bare_rss,
+        "flow_ingest_s": flow["ingest_seconds"],
+        "flow_transform_s": flow["transform_seconds"],
+        "flow_in_flow_s": flow["in_flow_seconds"],
+        "flow_process_s": flow_wall,
+        "flow_rss": flow_rss,
+        "mart_rows": flow["mart_rows"],
+    }
+
+
+def _print(results: list[dict[str, Any]]) -> None:
+    mib = 1024 * 1024
+    header = (
+        f"{'orders':>9} {'rows':>9} {'ingest rows/s':>13} {'flow ingest s':>13} {'bare dlt s':>10} "
+        f"{'ratio':>6} {'dbt s':>7} {'ELT s':>7} {'process s':>9} {'peak RSS':>9}"
+    )
+    print(header)
+    print("-" * len(header))
+    for r in results:
+        print(
+            f"{r['orders']:>9,} {r['rows']:>9,} {r['rows'] / r['flow_ingest_s']:>13,.0f} "
+            f"{r['flow_ingest_s']:>13.2f} {r['bare_dlt_s']:>10.2f} "
+            f"{r['flow_ingest_s'] / r['bare_dlt_s']:>6.2f} "
+            f"{r['flow_transform_s']:>7.2f} {r['flow_in_flow_s']:>7.2f} {r['flow_process_s']:>9.2f} "
+            f"{r['flow_rss'] / mib:>6.0f} MiB"
+        )
+    print()
+    print("rows: rows ingested (3 days of customers, orders, payments); ratio: flow ingest / bare dlt;")
+    print("ELT s: flow call to return (ingest + dbt build + artifacts); process s: including Python start")
+    print("and imports; peak RSS: max resident set of the flow-run process (bare dlt peaks listed below).")
+    for r in results:
+        print(
+            f"  {r['orders']:>9,} orders: bare dlt peak RSS {r['bare_dlt_rss'] / mib:.0f} MiB, "
+            f"marts {r['mart_rows']}"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--orders", type=int, nargs="+", default=list(DEFAULT_SCALES))
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    args = parser.parse_args()
+    sys.path.insert(0, str(REPO))
+    with tempfile.TemporaryDirectory(prefix="bench-elt-") as tmp:
+        work = Path(tmp)
+        server, api_url = _start_server(work / "prefect-home")
+        try:
+            results = []
+            for orders in args.orders:
+                print(f"running {orders:,} orders ...", file=sys.stderr, flush=True)
+                results.append(bench_scale(orders, work, api_url))
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+    _print(results)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
