@@ -32,5 +32,13 @@ def sql_shop(cfg: SqlSource, connection_url: str) -> Any:
         }
         if cfg.primary_key:
             hints["primary_key"] = cfg.primary_key
-        source.resources[table].apply_hints(**hints)
+        resource = source.resources[table]
+        resource.apply_hints(**hints)
+        columns = resource.compute_table_schema().get("columns", {})
+        if not any(column.get("primary_key") for column in columns.values()):
+            # Without a key, "merge" would append and re-runs would duplicate rows.
+            raise ValueError(
+                f"table {cfg.schema_name}.{table} has no primary key to merge on: "
+                "add one in the database or set the sql.primary_key parameter"
+            )
     return source

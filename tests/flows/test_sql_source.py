@@ -90,3 +90,17 @@ def test_missing_connection_string_is_named(
     state = elt(source="sql", sql=SqlSource(), transform=False, return_state=True)
     assert state.is_failed()
     assert "the sql source needs SQL_SOURCE_URL" in state.message
+
+
+def test_table_without_primary_key_is_refused(
+    warehouse: DuckWarehouse, shop_db: tuple[Postgres, str]
+) -> None:
+    pg, schema = shop_db
+    pg.execute(f"create table {schema}.events (id bigint, updated_at timestamptz)")
+    sql = SqlSource(schema_name=schema, tables=["events"])
+    state = elt(source="sql", sql=sql, transform=False, return_state=True)
+    assert state.is_failed()
+    assert f"table {schema}.events has no primary key to merge on" in state.message
+    assert not warehouse.path.exists() or warehouse.query(
+        "select count(*) from information_schema.tables where table_schema = 'raw_sql'"
+    ) == [(0,)]
