@@ -137,12 +137,22 @@ def elt(
 
 def main() -> None:
     """Runs the flow once on the demo source, on Prefect's ephemeral server unless PREFECT_API_URL is set."""
+    import importlib.util
+
     from prefect.settings import (
         PREFECT_SERVER_ANALYTICS_ENABLED,
         PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
         temporary_settings,
     )
 
+    missing = [
+        m for m in ("dlt", "dbt.adapters.duckdb", "prefect_dbt") if importlib.util.find_spec(m) is None
+    ]
+    if missing:
+        raise SystemExit(
+            f"The flows' libraries are not installed ({', '.join(missing)} missing): run "
+            "`uv sync --extra flows` once, or `uv run --extra flows python -m flows.elt`."
+        )
     updates: dict[Any, Any] = {}
     # The ephemeral server takes ~30 s to start on a 2-core host, beyond Prefect's 20 s default.
     if "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS" not in os.environ:
