@@ -8,6 +8,7 @@ Snowflake credentials are checked up front, so a misconfigured run fails before 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -16,6 +17,10 @@ from flows.credentials import CredentialResolver, MissingCredentialsError
 
 WarehouseKind = Literal["duckdb", "snowflake"]
 DEFAULT_DUCKDB_PATH = "data/warehouse.duckdb"
+# DuckDB's own default is 80% of RAM; flow-run containers have a 1 GiB limit that Python, Arrow and
+# dbt share, so DuckDB is capped lower and spills to disk (next to the database file) beyond it.
+DEFAULT_DUCKDB_MEMORY_LIMIT = "384MB"
+MEMORY_SIZE = re.compile(r"^\d+(\.\d+)?\s*(KB|MB|GB|KiB|MiB|GiB)$", re.IGNORECASE)
 
 SNOWFLAKE_REQUIRED = ("SNOWFLAKE_ACCOUNT", "SNOWFLAKE_USER", "SNOWFLAKE_DATABASE", "SNOWFLAKE_WAREHOUSE")
 SNOWFLAKE_OPTIONAL = ("SNOWFLAKE_ROLE", "SNOWFLAKE_PRIVATE_KEY_PASSPHRASE")
@@ -31,6 +36,7 @@ class WarehouseConfigError(ValueError):
 class Warehouse:
     kind: WarehouseKind
     duckdb_path: Path | None = None
+    duckdb_memory_limit: str = DEFAULT_DUCKDB_MEMORY_LIMIT
     # Resolved Snowflake settings keyed by their environment variable names (secrets included:
     # never log this mapping; repr is suppressed for that reason).
     snowflake: dict[str, str] = field(default_factory=dict, repr=False)
@@ -60,8 +66,13 @@ class Warehouse:
 
         if self.kind == "duckdb":
             assert self.duckdb_path is not None
+            from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
+
             self.duckdb_path.parent.mkdir(parents=True, exist_ok=True)
-            return dlt.destinations.duckdb(credentials=str(self.duckdb_path))
+            credentials = DuckDbCredentials(
+                str(self.duckdb_path), global_config={"memory_limit": self.duckdb_memory_limit}
+            )
+            return dlt.destinations.duckdb(credentials=credentials)
         sf = self.snowflake
         credentials: dict[str, Any] = {
             "host": sf["SNOWFLAKE_ACCOUNT"],
@@ -81,7 +92,9 @@ class Warehouse:
         if self.kind == "duckdb":
             import duckdb
 
-            return duckdb.connect(str(self.duckdb_path))
+            connection = duckdb.connect(str(self.duckdb_path))
+            connection.execute(f"SET memory_limit = '{self.duckdb_memory_limit}'")
+            return connection
         import snowflake.connector
 
         sf = self.snowflake
@@ -112,7 +125,7 @@ class Warehouse:
     def dbt_env(self) -> dict[str, str]:
         """Environment variables that flows/dbt/profiles.yml reads for this warehouse."""
         if self.kind == "duckdb":
-            return {"DUCKDB_PATH": str(self.duckdb_path)}
+            return {"DUCKDB_PATH": str(self.duckdb_path), "DUCKDB_MEMORY_LIMIT": self.duckdb_memory_limit}
         # The profile reads every variable, so unset optional ones become empty strings.
         names = SNOWFLAKE_REQUIRED + SNOWFLAKE_OPTIONAL + SNOWFLAKE_AUTH
         return {name: self.snowflake.get(name, "") for name in names}
@@ -129,7 +142,12 @@ def resolve_warehouse(
     kind = (env.get("WAREHOUSE") or "duckdb").strip().lower()
     if kind == "duckdb":
         path = Path(env.get("DUCKDB_PATH") or DEFAULT_DUCKDB_PATH).expanduser().resolve()
-        return Warehouse(kind="duckdb", duckdb_path=path)
+        limit = (env.get("DUCKDB_MEMORY_LIMIT") or DEFAULT_DUCKDB_MEMORY_LIMIT).strip()
+        if not MEMORY_SIZE.match(limit):
+            raise WarehouseConfigError(
+                f"DUCKDB_MEMORY_LIMIT must be a size like 384MB or 1GB, got {limit!r}."
+            )
+        return Warehouse(kind="duckdb", duckdb_path=path, duckdb_memory_limit=limit)
     if kind != "snowflake":
         raise WarehouseConfigError(f"WAREHOUSE must be 'duckdb' or 'snowflake', got {kind!r}.")
 

@@ -32,7 +32,10 @@ def test_duckdb_is_the_default_and_its_path_comes_from_duckdb_path(tmp_path: Pat
     assert default.kind == "duckdb" and default.duckdb_path == (Path.cwd() / "data" / "warehouse.duckdb")
     custom = resolve_warehouse(environ={"WAREHOUSE": "DuckDB", "DUCKDB_PATH": str(tmp_path / "w.duckdb")})
     assert custom.duckdb_path == tmp_path / "w.duckdb"
-    assert custom.dbt_env() == {"DUCKDB_PATH": str(tmp_path / "w.duckdb")}
+    assert custom.dbt_env() == {"DUCKDB_PATH": str(tmp_path / "w.duckdb"), "DUCKDB_MEMORY_LIMIT": "384MB"}
+    assert resolve_warehouse(environ={"DUCKDB_MEMORY_LIMIT": "1GB"}).duckdb_memory_limit == "1GB"
+    with pytest.raises(WarehouseConfigError, match="DUCKDB_MEMORY_LIMIT must be a size like 384MB"):
+        resolve_warehouse(environ={"DUCKDB_MEMORY_LIMIT": "lots"})
 
 
 def test_unknown_warehouse_is_rejected() -> None:
