@@ -64,6 +64,22 @@ def _environment(values: dict[str, str]) -> Iterator[None]:
                 os.environ[name] = value
 
 
+def _release_duckdb(warehouse: Warehouse) -> None:
+    """Closes the DuckDB database dbt-duckdb keeps open for the life of the process.
+
+    Otherwise the file stays locked by this process after the build (and DuckDB 2.0 reports the
+    still-open objects as leaks at exit). dbt-duckdb itself closes it this way when its settings change.
+    """
+    if warehouse.kind != "duckdb":
+        return
+    from dbt.adapters.duckdb.connections import DuckDBConnectionManager
+
+    environment = getattr(DuckDBConnectionManager, "_ENV", None)
+    if environment is not None:
+        environment.close()
+        DuckDBConnectionManager._ENV = None
+
+
 def _mart_relations(manifest: Any) -> dict[str, str]:
     """Model name -> relation name of the models under models/marts."""
     return {
@@ -104,8 +120,11 @@ def run_dbt_build(
     if full_refresh:
         args.append("--full-refresh")
     env = {**warehouse.dbt_env(), "ELT_RAW_SCHEMA": raw_schema, "ELT_ANALYTICS_SCHEMA": analytics_schema}
-    with _environment(env):
-        result = runner.invoke(args)
+    try:
+        with _environment(env):
+            result = runner.invoke(args)
+    finally:
+        _release_duckdb(warehouse)
     statuses: dict[str, int] = {}
     for node_result in result.result.results:
         status = str(node_result.status)

@@ -95,7 +95,13 @@ def asset_events(prefix: str) -> list[dict[str, Any]]:
         response = client.request(
             "POST",
             "/events/filter",
-            json={"filter": {"event": {"prefix": ["prefect.asset.materialization"]}}, "limit": 200},
+            json={
+                "filter": {
+                    "event": {"prefix": ["prefect.asset.materialization"]},
+                    "any_resource": {"id_prefix": [prefix]},
+                },
+                "limit": 50,
+            },
         )
     events = response.json().get("events", [])
     return [e for e in events if e["resource"]["prefect.resource.id"].startswith(prefix)]
