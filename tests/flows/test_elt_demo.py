@@ -90,3 +90,20 @@ def test_demo_day_by_day_merges_changes_and_reruns_change_nothing(warehouse: Duc
     wait_for(lambda: asset_events("duckdb://"), timeout=30)
     keys = {e["resource"]["prefect.resource.id"] for e in asset_events("duckdb://")}
     assert any(k.endswith("analytics_demo/daily_revenue") for k in keys), keys
+
+
+def test_full_refresh_reloads_everything_once(warehouse: DuckWarehouse) -> None:
+    assert elt(transform=False, return_state=True).is_completed()
+    counts = {t: warehouse.count(f"raw_demo.{t}") for t in ("customers", "orders", "payments")}
+    # Rows inserted behind dlt's back disappear: the tables are dropped and loaded from the source.
+    warehouse.execute(
+        "insert into raw_demo.customers (id, updated_at, _dlt_load_id) values (999999, now(), '0')"
+    )
+
+    refreshed = elt(transform=False, full_refresh=True, return_state=True)
+    assert refreshed.is_completed(), refreshed.message
+    # Every row of every day is read again (the incremental state was reset with the tables).
+    assert refreshed.result()["ingest"]["rows_loaded"]["orders"] == sum(
+        len(read_sample(day, "orders")) for day in (1, 2, 3)
+    )
+    assert {t: warehouse.count(f"raw_demo.{t}") for t in ("customers", "orders", "payments")} == counts
