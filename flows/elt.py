@@ -151,7 +151,7 @@ def main() -> None:
     if missing:
         raise SystemExit(
             f"The flows' libraries are not installed ({', '.join(missing)} missing): run "
-            "`uv sync --extra flows` once, or `uv run --extra flows python -m flows.elt`."
+            "`uv sync` (it installs the default `flows` group), then `uv run python -m flows.elt`."
         )
     updates: dict[Any, Any] = {}
     # The ephemeral server takes ~30 s to start on a 2-core host, beyond Prefect's 20 s default.

@@ -116,7 +116,8 @@ def run_dbt_build(
         project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR, target_path=work / "target"
     )
     runner = PrefectDbtRunner(settings=settings, raise_on_failure=True)
-    args = ["build", "--target", warehouse.dbt_target, "--log-path", str(work / "logs")]
+    # No ANSI colours: dbt's lines become Prefect log records, shown as text in the UI.
+    args = ["--no-use-colors", "build", "--target", warehouse.dbt_target, "--log-path", str(work / "logs")]
     if full_refresh:
         args.append("--full-refresh")
     env = {**warehouse.dbt_env(), "ELT_RAW_SCHEMA": raw_schema, "ELT_ANALYTICS_SCHEMA": analytics_schema}
