@@ -47,15 +47,15 @@ def log(message: str) -> None:
 
 def prepare_data_volume() -> None:
     """Docker gives a new named volume the image's /data ownership (uid 1000); check it."""
-    for sub in ("", "results"):
-        path = DATA_DIR / sub
+    for path in (DATA_DIR, DATA_DIR / "results"):
         try:
             path.mkdir(exist_ok=True)
-            if path.stat().st_uid != FLOW_UID:
-                os.chown(path, FLOW_UID, FLOW_UID)
+            owned = path.stat().st_uid == FLOW_UID
         except PermissionError:
+            owned = False
+        if not owned:
             sys.exit(
-                f"prefect-init: {path} on the data volume is not writable by uid {FLOW_UID}; fix it with "
+                f"prefect-init: {path} on the data volume is not owned by uid {FLOW_UID}; fix it with "
                 f"`docker run --rm -u 0 -v VOLUME:/data IMAGE chown -R {FLOW_UID}:{FLOW_UID} /data`"
             )
     log(f"data volume ready at {DATA_DIR} (owner uid {FLOW_UID})")
@@ -135,11 +135,9 @@ def register_deployments() -> None:
 
 
 def ensure_server_objects_of_flows() -> None:
-    """Server-side objects the flows declare as code (e.g. concurrency limits), if any."""
-    try:
-        from flows.platform_objects import ensure_server_objects  # type: ignore[import-not-found]
-    except ModuleNotFoundError:
-        return
+    """Server-side objects the flows declare as code (the warehouse write locks)."""
+    from flows.platform_objects import ensure_server_objects
+
     ensure_server_objects()
     log("server objects of the flows ensured")
 

@@ -255,21 +255,18 @@ def test_scheduled_deployments_get_runs(api: PrefectApi) -> None:
         d for d in api.post("/deployments/filter") if any(s["active"] for s in d.get("schedules", []))
     ]
     assert scheduled, "elt/daily must be scheduled"
-    deadline = time.monotonic() + 150
-    while True:
-        body = {
-            "deployments": {"id": {"any_": [d["id"] for d in scheduled]}},
-            "flow_runs": {"state": {"type": {"any_": ["SCHEDULED"]}}},
-        }
-        if api.post("/flow_runs/count", body) >= len(scheduled) or time.monotonic() > deadline:
-            break
-        time.sleep(3)
-    for deployment in scheduled:
+
+    def runs_waiting(deployment: dict) -> int:
         body = {
             "deployments": {"id": {"any_": [deployment["id"]]}},
             "flow_runs": {"state": {"type": {"any_": ["SCHEDULED"]}}},
         }
-        assert api.post("/flow_runs/count", body) > 0, f"no scheduled run for {deployment['name']}"
+        return api.post("/flow_runs/count", body)
+
+    deadline = time.monotonic() + 150
+    while not all(runs_waiting(d) for d in scheduled) and time.monotonic() < deadline:
+        time.sleep(3)
+    assert not [d["name"] for d in scheduled if not runs_waiting(d)], "no scheduled run for these deployments"
 
 
 def snapshot(api: PrefectApi) -> dict:
