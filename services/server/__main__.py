@@ -1,0 +1,45 @@
+"""prefect-server's command: `python -m services.server [--host H] [--port P]`.
+
+What `prefect server start` does in the foreground with one worker process (Prefect's app with
+the UI and the background services in-process, under uvicorn with Prefect's keep-alive, websocket
+and log settings), with the app wrapped in the login throttle. The services start from the app's
+lifespan, which the middleware passes through untouched.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import uvicorn
+from prefect.server.api.server import create_app
+from prefect.settings import (
+    PREFECT_SERVER_API_KEEPALIVE_TIMEOUT,
+    PREFECT_SERVER_API_WEBSOCKET_PING_INTERVAL,
+    PREFECT_SERVER_API_WEBSOCKET_PING_TIMEOUT,
+    PREFECT_SERVER_LOGGING_LEVEL,
+)
+
+from services.server.login_throttle import LoginThrottle
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m services.server", description=__doc__)
+    parser.add_argument("--host", default="0.0.0.0")  # noqa: S104 - the container's network
+    parser.add_argument("--port", type=int, default=4200)
+    args = parser.parse_args(argv)
+    app = LoginThrottle.from_env(create_app(final=True))
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        timeout_keep_alive=PREFECT_SERVER_API_KEEPALIVE_TIMEOUT.value(),
+        ws_ping_interval=PREFECT_SERVER_API_WEBSOCKET_PING_INTERVAL.value(),
+        ws_ping_timeout=PREFECT_SERVER_API_WEBSOCKET_PING_TIMEOUT.value(),
+        log_level=PREFECT_SERVER_LOGGING_LEVEL.value().lower(),
+        # The throttle reads X-Forwarded-For itself, from the proxy only.
+        proxy_headers=False,
+    )
+
+
+if __name__ == "__main__":
+    main()
