@@ -9,7 +9,6 @@ from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
 import pytest
-from elt_testkit import artifacts
 from prefect import flow, get_client
 from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 
@@ -23,6 +22,7 @@ from flows.airbyte import (
     run_airbyte_sync,
 )
 from flows.credentials import MissingCredentialsError
+from tests.flows.elt_testkit import artifacts
 from tests.support.airbyte_standin import PUBLIC, TOKEN_PATH, AirbyteStandin, running_standin
 
 CONNECTION = "0b6e3a52-5f0e-4d43-9c55-3f1d7d0c9a01"
