@@ -439,7 +439,10 @@ def cancel_airbyte_jobs(flow: Any, flow_run: Any, state: Any) -> None:
             with AirbyteClient(settings) as client:
                 _cancel_quietly(client, job_id)
             return
-        connection_id = (flow_run.parameters or {}).get("connection_id")
+        # Top-level (this module's flow) or inside a parameter model (e.g. elt's `airbyte` source).
+        params = flow_run.parameters or {}
+        nested = (v.get("connection_id") for v in params.values() if isinstance(v, dict))
+        connection_id = params.get("connection_id") or next((c for c in nested if c), None)
         if not connection_id or flow_run.start_time is None:
             return
         with AirbyteClient(resolve_airbyte_settings()) as client:

@@ -266,6 +266,12 @@ def test_hook_in_another_process_cancels_the_connections_running_job(token_stand
 
     assert token_standin.requests("DELETE") == [("DELETE", f"{PUBLIC}/jobs/{ours}")]
     assert token_standin.jobs[ours].cancelled and not token_standin.jobs[theirs].cancelled
+    # A flow whose parameters nest the connection (elt's source model) is found too.
+    nested_run = SimpleNamespace(
+        id=uuid.uuid4(), parameters={"source": {"connection_id": OTHER}}, start_time=flow_run.start_time
+    )
+    cancel_airbyte_jobs(None, nested_run, None)
+    assert token_standin.jobs[theirs].cancelled
     # Best effort: an unreachable Airbyte is logged, never raised.
     token_standin.faults += [("GET", f"{PUBLIC}/jobs", 400)]
     cancel_airbyte_jobs(None, flow_run, None)
