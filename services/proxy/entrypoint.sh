@@ -7,6 +7,7 @@
 #   ACME_EMAIL       acme: contact address for the ACME account (expiry and policy notices)
 #   ACME_CA_URL      acme: the ACME directory (default: Let's Encrypt production)
 #   HTTPS_HOST_PORT  the host port of HTTPS, for redirects (default 443)
+#   PREFECT_BIND_ADDRESS  where the server's plain HTTP is published: must be loopback in TLS modes
 # Mounted by compose: /run/tls/cert.pem, /run/tls/key.pem (files mode) and /run/tls/acme-ca-root.pem
 # (the root of a private ACME CA); /dev/null when not configured.
 set -eu
@@ -30,6 +31,10 @@ esac
 [ -n "$hostname" ] || die "TLS_MODE=$tls_mode needs PUBLIC_HOSTNAME (the name clients use, e.g. prefect.example.com) in .env"
 case "$hostname" in
 *[!A-Za-z0-9.-]* | .* | *. | -* | *..*) die "PUBLIC_HOSTNAME must be a host name such as prefect.example.com (got '$hostname')" ;;
+esac
+case "${PREFECT_BIND_ADDRESS:-127.0.0.1}" in
+127.0.0.1 | localhost | ::1) ;;
+*) die "TLS_MODE=$tls_mode: PREFECT_BIND_ADDRESS must stay 127.0.0.1, so plain HTTP serves this host only (got '$PREFECT_BIND_ADDRESS'); other machines use https://$hostname" ;;
 esac
 case "$https_port" in
 '' | *[!0-9]*) die "HTTPS_HOST_PORT must be a port number (got '$https_port')" ;;

@@ -7,22 +7,18 @@ tests/e2e/test_proxy.py and tests/e2e/test_proxy_acme.py.
 
 from __future__ import annotations
 
-import datetime
 import hashlib
 import os
-import socket
-import ssl
 import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import serialization
+
+from tests.support.proxy import self_signed, served_certificate
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -61,6 +57,10 @@ def check(image: str, env: dict[str, str], mounts: tuple[str, ...] = ()) -> subp
         ),
         ({"TLS_MODE": "acme", "PUBLIC_HOSTNAME": "x.example.com"}, "TLS_MODE=acme needs ACME_EMAIL"),
         (
+            {"TLS_MODE": "internal", "PUBLIC_HOSTNAME": "x.example.com", "PREFECT_BIND_ADDRESS": "0.0.0.0"},
+            "PREFECT_BIND_ADDRESS must stay 127.0.0.1",
+        ),
+        (
             {
                 "TLS_MODE": "acme",
                 "PUBLIC_HOSTNAME": "x.example.com",
@@ -89,53 +89,10 @@ def test_good_settings_pass_the_check(image: str) -> None:
     assert result.returncode == 0 and "settings are valid" in result.stdout, result
 
 
-def self_signed(directory: Path, name: str) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=30))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    cert_file, key_file = directory / "company.crt", directory / "company.key"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    key_file.chmod(0o600)  # as a key file on a server would be: the entrypoint copies it for Caddy
-    return cert_file, key_file
-
-
-def served_certificate(port: int, name: str, timeout: float = 30) -> bytes:
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with (
-                socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
-                context.wrap_socket(raw, server_hostname=name) as tls,
-            ):
-                return tls.getpeercert(binary_form=True) or b""
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)
-
-
 def test_files_mode_serves_the_given_certificate(image: str, tmp_path: Path) -> None:
     name = "prefect.files.test"
     cert_file, key_file = self_signed(tmp_path, name)
+    key_file.chmod(0o600)  # as a key file on a server would be: the entrypoint copies it for Caddy
     mounts = (f"{cert_file}:/run/tls/cert.pem:ro", f"{key_file}:/run/tls/key.pem:ro")
     assert check(image, {"TLS_MODE": "files", "PUBLIC_HOSTNAME": name}, mounts).returncode == 0
     wrong = check(
@@ -154,7 +111,7 @@ def test_files_mode_serves_the_given_certificate(image: str, tmp_path: Path) -> 
         port = int(
             subprocess.check_output(["docker", "port", container, "443/tcp"], text=True).split(":")[-1]
         )
-        served = served_certificate(port, name)
+        served = served_certificate(port, name, cafile=cert_file)  # verified: name and trust
         given = x509.load_pem_x509_certificate(cert_file.read_bytes()).public_bytes(
             serialization.Encoding.DER
         )
