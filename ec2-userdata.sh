@@ -135,7 +135,7 @@ write_env() {
   local settings=(--set "PREFECT_BIND_ADDRESS=$PREFECT_BIND_ADDRESS" --set "PREFECT_UI_API_URL=$PREFECT_UI_API_URL"
     --force "PLATFORM_DIR=$INSTALL_DIR")
   if [[ -n $SECRET_ID ]]; then
-    as_service_user python3 "$INSTALL_DIR/scripts/secrets-to-env" --secret-id "$SECRET_ID" \
+    as_service_user python3 "$INSTALL_DIR/scripts/bootstrap/secrets-to-env" --secret-id "$SECRET_ID" \
       --env "$INSTALL_DIR/.env" --example "$INSTALL_DIR/.env.example" "${settings[@]}"
   else
     log "SECRET_ID is empty: generating every secret locally (they live only in $INSTALL_DIR/.env)"
@@ -170,7 +170,7 @@ ui_url() {
   local ip port
   ip=$(python3 "$INSTALL_DIR/scripts/bootstrap/imds.py" public-ipv4 2>/dev/null || true)
   [[ -n $ip ]] || ip=$(hostname -I 2>/dev/null | awk '{print $1}')
-  port=$(sed -n 's/^PREFECT_HOST_PORT=//p' "$INSTALL_DIR/.env" | tail -1)
+  port=$(python3 "$INSTALL_DIR/scripts/lib/envfile.py" get PREFECT_HOST_PORT --env "$INSTALL_DIR/.env")
   printf 'http://%s:%s' "${ip:-<this-host>}" "${port:-4200}"
 }
 
@@ -192,7 +192,7 @@ main() {
   STEP="writing $INSTALL_DIR/.env${SECRET_ID:+ from Secrets Manager}"
   write_env
   STEP="installing Docker"
-  "$INSTALL_DIR/scripts/install-docker"
+  "$INSTALL_DIR/scripts/bootstrap/install-docker"
   ensure_docker_group
   STEP="configuring swap"
   if ((SWAP_WHEN_RAM_AT_MOST_MB > 0)); then

@@ -19,11 +19,9 @@ import json
 import os
 from collections.abc import Iterable, Mapping
 
+from flows.errors import MissingCredentialsError
+
 BLOCK_ENV = "CREDENTIALS_AWS_SECRET_BLOCK"
-
-
-class MissingCredentialsError(RuntimeError):
-    """Raised when required credentials are not configured; names them, never their values."""
 
 
 def _load_block_values(block_name: str) -> dict[str, str]:

@@ -18,19 +18,27 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.concurrency.sync import concurrency
+from prefect.tasks import exponential_backoff
 
-from flows.params import DemoSource, EltRequest, RestSource, SourceName, SqlSource
-from flows.platform_objects import ensure_warehouse_lock
-from flows.warehouse import Warehouse, resolve_warehouse
+from flows.params import EltRequest
+from flows.settings import EltSettings, flow_timeout_seconds
+from flows.sources import SourceSettings
+from flows.sources.demo import DemoSource
+from flows.warehouses import Warehouse, resolve_warehouse
+from flows.warehouses.lock import ensure_warehouse_lock
 
-FLOW_TIMEOUT_SECONDS = int(os.environ.get("ELT_FLOW_TIMEOUT_SECONDS", "7200"))
-# How long a run waits for another run to release the warehouse before it fails.
-LOCK_TIMEOUT_SECONDS = int(os.environ.get("ELT_LOCK_TIMEOUT_SECONDS", "3600"))
+
+def with_run_settings(task: Any, timeout_seconds: int, settings: EltSettings) -> Any:
+    """The task with this run's timeout and retry backoff (settings are read per run, not at import)."""
+    return task.with_options(
+        timeout_seconds=timeout_seconds,
+        retry_delay_seconds=exponential_backoff(backoff_factor=settings.retry_backoff_seconds),
+    )
 
 
 def _summary_markdown(request: EltRequest, warehouse: Warehouse, result: dict[str, Any]) -> str:
     lines = [
-        f"# ELT run: {request.source} source into {warehouse.kind}",
+        f"# ELT run: {request.source.kind} source into {warehouse.kind}",
         "",
         f"Raw dataset `{request.raw_dataset}`: {sum(result['ingest']['rows_loaded'].values())} rows loaded "
         f"in {result['ingest_seconds']:.1f} s.",
@@ -48,14 +56,16 @@ def _summary_markdown(request: EltRequest, warehouse: Warehouse, result: dict[st
 
 
 def _transform_with_fresh_marts(
-    request: EltRequest, warehouse: Warehouse, load: dict[str, Any]
+    request: EltRequest, warehouse: Warehouse, load: dict[str, Any], settings: EltSettings
 ) -> tuple[dict, dict, bool]:
     """Runs (or reuses) the dbt build and counts the marts' rows.
 
     A reused build whose tables are gone (warehouse reset) is rebuilt once with the cache refreshed.
     """
-    from flows.transform import dbt_project_hash, mart_row_counts, transform
+    from flows.transform import dbt_project_hash, mart_row_counts
+    from flows.transform import transform as transform_task
 
+    transform = with_run_settings(transform_task, settings.transform_timeout_seconds, settings)
     kwargs = {
         "warehouse": warehouse,
         "target": warehouse.dbt_target,
@@ -79,48 +89,43 @@ def _transform_with_fresh_marts(
         return summary, mart_row_counts(warehouse, summary["marts"]), False
 
 
-@flow(name="elt", timeout_seconds=FLOW_TIMEOUT_SECONDS, log_prints=True)
+@flow(name="elt", timeout_seconds=flow_timeout_seconds(), log_prints=True)
 def elt(
-    source: SourceName = "demo",
-    demo: DemoSource = DemoSource(),  # noqa: B008 - an immutable pydantic default, shown in the UI
-    rest: RestSource | None = None,
-    sql: SqlSource | None = None,
+    source: SourceSettings = DemoSource(),  # noqa: B008 - an immutable pydantic default, shown in the UI
     transform: bool = True,
     full_refresh: bool = False,
 ) -> dict[str, Any]:
-    """Ingests ``source`` into raw_<source>, then builds the dbt shop models into analytics_<source>.
+    """Ingests ``source`` into raw_<kind>, then builds the dbt shop models into analytics_<kind>.
 
     Args:
-        source: which source to load: "demo" (shipped sample data), "rest" or "sql".
-        demo: settings of the demo source.
-        rest: settings of the REST source (required when source="rest").
-        sql: settings of the SQL source (required when source="sql").
+        source: which source to load and its settings, e.g. {"kind": "demo"} (shipped sample data),
+            {"kind": "rest", "base_url": "..."} or {"kind": "sql", "tables": [...]}.
         transform: run the dbt build after ingesting.
         full_refresh: drop and reload the source's raw tables and rebuild incremental models.
     """
-    from flows.ingest import ingest
+    from flows.ingest import ingest as ingest_task
 
     logger = get_run_logger()
     # Everything that can be checked without touching data is checked before the lock and load.
-    request = EltRequest(
-        source=source, demo=demo, rest=rest, sql=sql, transform=transform, full_refresh=full_refresh
-    )
+    settings = EltSettings.from_env()
+    request = EltRequest(source=source, transform=transform, full_refresh=full_refresh)
     warehouse = resolve_warehouse()
-    logger.info("ELT of the %s source into %s", request.source, warehouse.describe())
+    logger.info("ELT of the %s source into %s", request.source.kind, warehouse.describe())
+    ingest = with_run_settings(ingest_task, settings.ingest_timeout_seconds, settings)
 
     lock = ensure_warehouse_lock(warehouse.kind)
-    with concurrency(lock, occupy=1, timeout_seconds=LOCK_TIMEOUT_SECONDS, strict=True):
+    with concurrency(lock, occupy=1, timeout_seconds=settings.lock_timeout_seconds, strict=True):
         started = time.perf_counter()
         load = ingest(request, warehouse)
         result: dict[str, Any] = {
-            "source": request.source,
+            "source": request.source.kind,
             "warehouse": warehouse.kind,
             "ingest": load,
             "ingest_seconds": round(time.perf_counter() - started, 3),
         }
         if request.transform:
             started = time.perf_counter()
-            summary, mart_rows, cached = _transform_with_fresh_marts(request, warehouse, load)
+            summary, mart_rows, cached = _transform_with_fresh_marts(request, warehouse, load, settings)
             result.update(
                 transform=summary,
                 mart_rows=mart_rows,
@@ -128,7 +133,7 @@ def elt(
                 transform_seconds=round(time.perf_counter() - started, 3),
             )
     create_markdown_artifact(
-        key=f"elt-summary-{request.source}",
+        key=f"elt-summary-{request.source.kind}",
         markdown=_summary_markdown(request, warehouse, result),
         description="Rows loaded and rows per mart of this ELT run",
     )

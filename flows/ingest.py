@@ -8,35 +8,36 @@ half-processed package behind to be replayed by the next one.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
-from prefect.tasks import exponential_backoff
 
 from flows.credentials import CredentialResolver
+from flows.errors import MalformedSourceDataError
 from flows.params import EltRequest
 from flows.retry import exception_chain, retry_on_transient_error
-from flows.sources.errors import MalformedSourceDataError
-from flows.warehouse import Warehouse
-
-# dlt phones home by default; flow runs must not (and may have no internet at all).
-os.environ.setdefault("RUNTIME__DLTHUB_TELEMETRY", "false")
-# Arrow-backed sources (demo, sql) get dlt's _dlt_load_id column too: the dbt models need it.
-os.environ.setdefault("NORMALIZE__PARQUET_NORMALIZER__ADD_DLT_LOAD_ID", "true")
+from flows.settings import EltSettings
+from flows.warehouses import Warehouse
 
 # New tables and columns are absorbed (schema evolution); a value that does not fit its column's
 # type is a malformed record and fails the run instead of creating a variant column.
 SCHEMA_CONTRACT = {"tables": "evolve", "columns": "evolve", "data_type": "freeze"}
-INGEST_TIMEOUT_SECONDS = int(os.environ.get("ELT_INGEST_TIMEOUT_SECONDS", "3600"))
-RETRY_BACKOFF_SECONDS = float(os.environ.get("ELT_RETRY_BACKOFF_SECONDS", "10"))
+# dlt's configuration of every ELT pipeline, through dlt's own environment provider (set for the
+# run, see dlt_config): no telemetry (flow runs may have no internet at all), and dlt's load id
+# column on Arrow-backed sources too (the dbt models need _dlt_load_id).
+DLT_CONFIG = {
+    "RUNTIME__DLTHUB_TELEMETRY": "false",
+    "NORMALIZE__PARQUET_NORMALIZER__ADD_DLT_LOAD_ID": "true",
+}
 
 
 @dataclass
@@ -57,32 +58,16 @@ class LoadSummary:
         return asdict(self)
 
 
-def build_source(request: EltRequest, resolver: CredentialResolver) -> Any:
-    """The dlt source object for the request (imports only the chosen source's module)."""
-    if request.source == "demo":
-        from flows.sources.demo_shop import demo_shop
-
-        return demo_shop(request.demo.resolved_dir(), request.demo.through_day)
-    if request.source == "rest":
-        from flows.sources.rest_shop import rest_shop
-
-        assert request.rest is not None
-        return rest_shop(request.rest, resolver.get(request.rest.token_secret))
-    from flows.sources.sql_shop import sql_shop
-
-    assert request.sql is not None
-    (url,) = resolver.require([request.sql.connection_secret], "the sql source").values()
-    return sql_shop(request.sql, url)
-
-
-def _work_root() -> Path | None:
-    # Under DATA_DIR when set (the stack's volume has room for big extracts); else system temp.
-    root = os.environ.get("DLT_WORK_DIR") or os.environ.get("DATA_DIR")
-    if not root:
-        return None
-    path = Path(root) / "dlt-work"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+@contextlib.contextmanager
+def dlt_config() -> Iterator[None]:
+    """DLT_CONFIG for the run's dlt calls; values the user set in the environment win."""
+    added = {key: value for key, value in DLT_CONFIG.items() if key not in os.environ}
+    os.environ.update(added)
+    try:
+        yield
+    finally:
+        for key in added:
+            os.environ.pop(key, None)
 
 
 def _bad_data_error(exc: BaseException) -> BaseException | None:
@@ -111,11 +96,14 @@ def run_pipeline(request: EltRequest, warehouse: Warehouse, resolver: Credential
     from dlt.pipeline.exceptions import PipelineStepFailed
 
     started = time.perf_counter()
-    source = build_source(request, resolver)
-    work_dir = tempfile.mkdtemp(prefix="dlt-", dir=_work_root())
+    source = request.source.dlt_source(resolver)
+    # Under DATA_DIR (the stack's volume has room for big extracts), deleted after the run.
+    work_root = EltSettings.from_env().dlt_work_dir
+    work_root.mkdir(parents=True, exist_ok=True)
+    work_dir = tempfile.mkdtemp(prefix="dlt-", dir=work_root)
     try:
         pipeline = dlt.pipeline(
-            pipeline_name=f"elt_{request.source}",
+            pipeline_name=f"elt_{request.source.kind}",
             pipelines_dir=work_dir,
             destination=warehouse.dlt_destination(),
             dataset_name=request.raw_dataset,
@@ -133,7 +121,8 @@ def run_pipeline(request: EltRequest, warehouse: Warehouse, resolver: Credential
             cause = _bad_data_error(exc)
             if cause is not None:
                 raise MalformedSourceDataError(
-                    f"{request.source} source: malformed data, nothing was loaded ({exc.step} step): {cause}"
+                    f"{request.source.kind} source: malformed data, nothing was loaded "
+                    f"({exc.step} step): {cause}"
                 ) from exc
             raise
         normalize = pipeline.last_trace.last_normalize_info
@@ -148,7 +137,7 @@ def run_pipeline(request: EltRequest, warehouse: Warehouse, resolver: Credential
         }
         table_rows, latest_load_id = _table_counts(pipeline, sorted(tables))
         return LoadSummary(
-            source=request.source,
+            source=request.source.kind,
             dataset=request.raw_dataset,
             destination=warehouse.describe(),
             load_ids=list(load_info.loads_ids),
@@ -191,20 +180,20 @@ def _artifact(summary: LoadSummary) -> str:
     return "\n".join(lines) + "\n"
 
 
+# Timeout and backoff come from the run's settings: the flow applies them with .with_options().
 @task(
     name="ingest",
     retries=3,
-    retry_delay_seconds=exponential_backoff(backoff_factor=RETRY_BACKOFF_SECONDS),
     retry_jitter_factor=0.5,
     retry_condition_fn=retry_on_transient_error,
-    timeout_seconds=INGEST_TIMEOUT_SECONDS,
     cache_policy=NO_CACHE,  # source data changes without the inputs changing: never skip a load
 )
 def ingest(request: EltRequest, warehouse: Warehouse) -> dict[str, Any]:
     """Loads the source into ``raw_<source>`` and publishes a load-info artifact."""
     logger = get_run_logger()
     resolver = CredentialResolver()  # read per attempt: a rotated secret is picked up on retry
-    summary = run_pipeline(request, warehouse, resolver)
+    with dlt_config():
+        summary = run_pipeline(request, warehouse, resolver)
     logger.info(
         "Loaded %s rows into %s (%s) in %.1f s, load ids %s",
         sum(summary.rows_loaded.values()),
@@ -216,8 +205,8 @@ def ingest(request: EltRequest, warehouse: Warehouse) -> dict[str, Any]:
     if summary.new_columns:
         logger.info("Schema evolved, new columns: %s", summary.new_columns)
     create_markdown_artifact(
-        key=f"load-info-{request.source}",
+        key=f"load-info-{request.source.kind}",
         markdown=_artifact(summary),
-        description=f"dlt load info of the {request.source} source",
+        description=f"dlt load info of the {request.source.kind} source",
     )
     return summary.as_dict()

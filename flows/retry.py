@@ -9,8 +9,12 @@ from __future__ import annotations
 import re
 from typing import Any
 
-# Matched against the class names of the whole exception chain, so the optional drivers
-# (requests, psycopg2, snowflake, duckdb) need not be imported here.
+from pydantic import ValidationError
+
+from flows.errors import PermanentError
+
+# Third-party errors are matched by class name anywhere in the exception chain, so the optional
+# drivers (requests, psycopg2, snowflake, duckdb) need not be imported to classify an error.
 TRANSIENT_TYPES = {
     "ConnectionError",  # requests and builtin
     "ConnectTimeout",
@@ -31,13 +35,9 @@ TRANSIENT_MESSAGES = re.compile(
     r"temporarily unavailable|too many requests|503 Service Unavailable|502 Bad Gateway|504 Gateway",
     re.IGNORECASE,
 )
-NEVER_RETRY_TYPES = {
-    "MalformedSourceDataError",
-    "MissingCredentialsError",
-    "WarehouseConfigError",
-    "DataValidationError",
-    "ValidationError",
-}
+# The project's own permanent errors and pydantic's are matched by class; dlt's by name.
+NEVER_RETRY_CLASSES = (PermanentError, ValidationError)
+NEVER_RETRY_TYPES = {"DataValidationError"}
 
 
 def exception_chain(exc: BaseException) -> list[BaseException]:
@@ -63,7 +63,7 @@ def _http_status(exc: BaseException) -> int | None:
 def is_transient(exc: BaseException) -> bool:
     chain = exception_chain(exc)
     names = {type(e).__name__ for e in chain}
-    if names & NEVER_RETRY_TYPES:
+    if names & NEVER_RETRY_TYPES or any(isinstance(e, NEVER_RETRY_CLASSES) for e in chain):
         return False
     if names & TRANSIENT_TYPES:
         return True

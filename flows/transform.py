@@ -1,4 +1,4 @@
-"""Runs the dbt project (flows/dbt) with prefect-dbt's PrefectDbtRunner: each model and test is a task.
+"""Builds the dbt shop project (flows/dbt/shop) with prefect-dbt's PrefectDbtRunner: one task per node.
 
 ``dbt build`` runs models and their tests in dependency order; a failing test fails the build,
 skips what depends on it, and fails this task with the test's name in the message. dbt writes its
@@ -21,14 +21,12 @@ from typing import Any
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import INPUTS, TASK_SOURCE
-from prefect.tasks import exponential_backoff
 
 from flows.retry import retry_on_transient_error
-from flows.warehouse import Warehouse
+from flows.settings import EltSettings
+from flows.warehouses import Warehouse
 
-DBT_PROJECT_DIR = Path(__file__).resolve().parent / "dbt"
-TRANSFORM_TIMEOUT_SECONDS = int(os.environ.get("ELT_TRANSFORM_TIMEOUT_SECONDS", "3600"))
-RETRY_BACKOFF_SECONDS = float(os.environ.get("ELT_RETRY_BACKOFF_SECONDS", "10"))
+DBT_PROJECT_DIR = Path(__file__).resolve().parent / "dbt" / "shop"
 
 
 def dbt_project_hash(project_dir: Path = DBT_PROJECT_DIR) -> str:
@@ -39,14 +37,6 @@ def dbt_project_hash(project_dir: Path = DBT_PROJECT_DIR) -> str:
             digest.update(str(path.relative_to(project_dir)).encode())
             digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
-
-
-def dbt_work_dir(target: str, analytics_schema: str) -> Path:
-    """Where dbt's target/ and logs/ go for this target and schema (persisted for partial parsing)."""
-    root = Path(os.environ.get("DATA_DIR") or "data")
-    path = (root / "dbt" / f"{target}-{analytics_schema}").resolve()
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 @contextlib.contextmanager
@@ -62,22 +52,6 @@ def _environment(values: dict[str, str]) -> Iterator[None]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
-
-
-def _release_duckdb(warehouse: Warehouse) -> None:
-    """Closes the DuckDB database dbt-duckdb keeps open for the life of the process.
-
-    Otherwise the file stays locked by this process after the build (and DuckDB 2.0 reports the
-    still-open objects as leaks at exit). dbt-duckdb itself closes it this way when its settings change.
-    """
-    if warehouse.kind != "duckdb":
-        return
-    from dbt.adapters.duckdb.connections import DuckDBConnectionManager
-
-    environment = getattr(DuckDBConnectionManager, "_ENV", None)
-    if environment is not None:
-        environment.close()
-        DuckDBConnectionManager._ENV = None
 
 
 def _mart_relations(manifest: Any) -> dict[str, str]:
@@ -111,7 +85,7 @@ def run_dbt_build(
     """``dbt build`` of the whole project; returns node statuses and mart row counts."""
     from prefect_dbt import PrefectDbtRunner, PrefectDbtSettings
 
-    work = dbt_work_dir(warehouse.dbt_target, analytics_schema)
+    work = EltSettings.from_env().dbt_work_dir(DBT_PROJECT_DIR.name, warehouse.dbt_target, analytics_schema)
     settings = PrefectDbtSettings(
         project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR, target_path=work / "target"
     )
@@ -125,7 +99,7 @@ def run_dbt_build(
         with _environment(env):
             result = runner.invoke(args)
     finally:
-        _release_duckdb(warehouse)
+        warehouse.release()
     statuses: dict[str, int] = {}
     for node_result in result.result.results:
         status = str(node_result.status)
@@ -138,13 +112,12 @@ def run_dbt_build(
     }
 
 
+# Timeout and backoff come from the run's settings: the flow applies them with .with_options().
 @task(
     name="transform",
     retries=2,
-    retry_delay_seconds=exponential_backoff(backoff_factor=RETRY_BACKOFF_SECONDS),
     retry_jitter_factor=0.5,
     retry_condition_fn=retry_on_transient_error,
-    timeout_seconds=TRANSFORM_TIMEOUT_SECONDS,
     # Cache key: everything the build's output depends on. The Warehouse object is left out (it
     # holds secrets and its identity is in `target`); the flow refreshes the cache when the marts
     # are missing, e.g. after the warehouse file was deleted.

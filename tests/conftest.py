@@ -1,4 +1,4 @@
-"""Shared fixtures: access to a Docker engine for the tests that need one.
+"""Shared fixtures: a Docker engine for the tests that need one, and one real Prefect API server.
 
 Without an engine those tests skip, unless REQUIRE_DOCKER=1 (set by .ci/run): then they fail,
 so CI can never go green without having run them.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator
 
 import pytest
 
@@ -38,6 +39,24 @@ def docker_engine() -> None:
     if os.environ.get("REQUIRE_DOCKER") == "1":
         pytest.fail(f"REQUIRE_DOCKER=1 but {problem} (run ../shared/container-host/up)")
     pytest.skip(f"{problem}; set REQUIRE_DOCKER=1 to make this a failure")
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """One real Prefect API server (SQLite) for the whole session; results stored in a temp dir."""
+    from prefect.settings import (
+        PREFECT_LOCAL_STORAGE_PATH,
+        PREFECT_SERVER_ANALYTICS_ENABLED,
+        temporary_settings,
+    )
+    from prefect.testing.utilities import prefect_test_harness
+
+    storage = tmp_path_factory.mktemp("prefect-results")
+    with (
+        temporary_settings({PREFECT_LOCAL_STORAGE_PATH: storage, PREFECT_SERVER_ANALYTICS_ENABLED: False}),
+        prefect_test_harness(server_startup_timeout=120),
+    ):
+        yield
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

@@ -1,7 +1,12 @@
 #!/usr/bin/env python3
-"""Create or merge the stack's .env from .env.example. Standard library only: runs on any host.
+"""The one reader and writer of the stack's .env. Standard library only: runs on any host (and on
+Amazon Linux 2023's Python 3.9), and inside the flow-run image (services/flow_runner/entrypoint.py).
 
-One place for the rules every caller (scripts/up, scripts/secrets-to-env) must share:
+Reading (`parse`, `envfile.py get KEY`) follows Compose's rules for the simple lines .env holds:
+`KEY=value`, an optional `export `, surrounding single or double quotes removed, comments and
+blank lines ignored; the last assignment of a key wins.
+
+Writing: one place for the rules every caller (scripts/up, scripts/bootstrap/secrets-to-env) shares:
 - an existing value is never changed unless --overwrite is given;
 - a variable of .env.example missing from .env is added; `__GENERATE__` in its value becomes a
   fresh random secret (so no default password ever exists);
@@ -9,6 +14,7 @@ One place for the rules every caller (scripts/up, scripts/secrets-to-env) must s
 - values are never printed.
 
 Usage:
+  envfile.py get KEY [--env .env]     prints the value (empty when unset); exit 1 when .env is missing
   envfile.py ensure --env .env --example .env.example [--set KEY=VALUE ...]
                     [--from-json FILE] [--overwrite] [--force KEY=VALUE ...]
   --set/--from-json values fill missing keys (or replace existing ones with --overwrite);
@@ -19,12 +25,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import secrets
 import sys
-import tempfile
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from files import write_atomically
 
 PLACEHOLDER = "__GENERATE__"
 LINE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)=(.*)$")
@@ -39,13 +46,34 @@ def generate_secret() -> str:
     return secrets.token_hex(24)
 
 
-def parse(text: str) -> dict[str, str]:
+def _raw_pairs(text: str) -> dict[str, str]:
+    """KEY -> the value as written (quotes kept): what merging copies from .env.example."""
     values: dict[str, str] = {}
     for raw in text.splitlines():
         match = LINE.match(raw)
         if match:
             values[match.group(1)] = match.group(2)
     return values
+
+
+def unquote(value: str) -> str:
+    value = value.strip()
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+        return value[1:-1]
+    return value
+
+
+def parse(text: str) -> dict[str, str]:
+    """KEY -> value as Compose reads it (quotes removed)."""
+    return {key: unquote(value) for key, value in _raw_pairs(text).items()}
+
+
+def read(path: Path) -> dict[str, str]:
+    """The settings of an .env file; raises EnvFileError when it does not exist."""
+    try:
+        return parse(path.read_text())
+    except FileNotFoundError:
+        raise EnvFileError(f"{path} not found; run ./scripts/up once to create it") from None
 
 
 def fill_placeholders(value: str) -> str:
@@ -88,7 +116,7 @@ def merge(
         set_line(key, value, force=overwrite or current_text is None)
     for key, value in (forced or {}).items():
         set_line(key, value, force=True)
-    for key, value in parse(example_text).items():
+    for key, value in _raw_pairs(example_text).items():
         set_line(key, value, force=False)
     # Placeholders are filled last, only where no value was provided.
     for key, index in present.items():
@@ -96,20 +124,6 @@ def merge(
         if match and PLACEHOLDER in match.group(2):
             lines[index] = f"{key}={fill_placeholders(match.group(2))}"
     return "\n".join(lines) + "\n"
-
-
-def write_atomically(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".env.", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def load_json_overrides(path: Path) -> dict[str, str]:
@@ -143,7 +157,7 @@ def ensure(
     new_text = merge(current, example.read_text(), overrides, overwrite, forced)
     changed = new_text != current
     if changed:
-        write_atomically(env, new_text)
+        write_atomically(env, new_text, 0o600)
     elif env.stat().st_mode & 0o077:
         env.chmod(0o600)  # tighten a hand-made file
     return changed
@@ -164,6 +178,9 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     sub = parser.add_subparsers(dest="command", required=True)
+    get = sub.add_parser("get", help="print one setting's value")
+    get.add_argument("key")
+    get.add_argument("--env", type=Path, default=Path(".env"))
     cmd = sub.add_parser("ensure", help="create or merge .env")
     cmd.add_argument("--env", type=Path, required=True)
     cmd.add_argument("--example", type=Path, required=True)
@@ -172,6 +189,13 @@ def main(argv: list[str] | None = None) -> int:
     cmd.add_argument("--overwrite", action="store_true", help="replace existing values with given ones")
     cmd.add_argument("--force", action="append", default=[], metavar="KEY=VALUE", help="always replace")
     args = parser.parse_args(argv)
+    if args.command == "get":
+        try:
+            print(read(args.env).get(args.key, ""))
+        except EnvFileError as exc:
+            print(f"envfile: {exc}", file=sys.stderr)
+            return 1
+        return 0
     try:
         overrides = load_json_overrides(args.from_json) if args.from_json else {}
         overrides.update(parse_pairs(args.set, "--set"))

@@ -28,7 +28,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.support import REPO
+
 DEFAULT_SCALES = (10_000, 100_000, 1_000_000)
 
 
@@ -89,7 +90,7 @@ os.environ["RUNTIME__DLTHUB_TELEMETRY"] = "false"
 os.environ["NORMALIZE__PARQUET_NORMALIZER__ADD_DLT_LOAD_ID"] = "true"
 started = time.perf_counter()
 import dlt
-from flows.sources.demo_shop import demo_shop
+from flows.sources.demo import demo_shop
 destination = dlt.destinations.duckdb(os.environ["DUCKDB_PATH"])
 pipeline = dlt.pipeline("bare_demo", pipelines_dir=tempfile.mkdtemp(), destination=destination,
                         dataset_name="raw_demo")

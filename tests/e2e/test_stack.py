@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.e2e.stack import PrefectApi, Stack, copy_checkout, env_value
+from tests.support.stack import PrefectApi, Stack, copy_checkout, env_value
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1500)]
 
@@ -304,6 +304,8 @@ def test_init_is_idempotent(stack: Stack, api: PrefectApi) -> None:
     rerun = stack.compose("run", "--rm", "--no-deps", "prefect-init")
     assert "work pool 'docker-pool' unchanged" in rerun.stdout
     assert "created" not in rerun.stdout and "updated" not in rerun.stdout, rerun.stdout
+    redeploy = stack.compose("run", "--rm", "--no-deps", "prefect-deploy")
+    assert "deployments registered from flows/prefect.yaml" in redeploy.stdout
     assert snapshot(api) == before
 
 

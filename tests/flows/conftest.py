@@ -13,7 +13,6 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -25,37 +24,19 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-# Before any flows module is imported: no 10/20/40 s backoffs in tests, and dlt stays offline.
+# Read by the flows when a run starts: no 10/20/40 s backoffs in tests, and dlt stays offline.
 os.environ.setdefault("ELT_RETRY_BACKOFF_SECONDS", "0")
 os.environ.setdefault("RUNTIME__DLTHUB_TELEMETRY", "false")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
-from elt_testkit import REPO, DuckWarehouse, read_sample
-
-# The flows package lives at the repo root (tests/flows/ itself is on sys.path, not the root).
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
+from tests.flows.elt_testkit import DuckWarehouse, read_sample
 
 # --- Prefect -------------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="session", autouse=True)
-def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """One real Prefect API server (SQLite) for the whole session; results stored in a temp dir."""
-    from prefect.settings import (
-        PREFECT_LOCAL_STORAGE_PATH,
-        PREFECT_SERVER_ANALYTICS_ENABLED,
-        temporary_settings,
-    )
-    from prefect.testing.utilities import prefect_test_harness
-
-    storage = tmp_path_factory.mktemp("prefect-results")
-    with (
-        temporary_settings({PREFECT_LOCAL_STORAGE_PATH: storage, PREFECT_SERVER_ANALYTICS_ENABLED: False}),
-        prefect_test_harness(server_startup_timeout=120),
-    ):
-        yield
+def _flows_use_the_test_server(prefect_server: None) -> None:
+    """Every flow test talks to the session's real Prefect server (tests/conftest.py)."""
 
 
 # --- Warehouse -----------------------------------------------------------------------------------

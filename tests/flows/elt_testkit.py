@@ -18,7 +18,8 @@ from prefect.client.schemas.filters import (
     FlowRunFilterId,
 )
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.support import REPO
+
 SAMPLE_DIR = REPO / "flows" / "sample_data" / "shop"
 
 

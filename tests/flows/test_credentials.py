@@ -9,11 +9,11 @@ from pathlib import Path
 
 import boto3
 import pytest
-from elt_testkit import DuckWarehouse
 from moto.server import ThreadedMotoServer
 
 from flows.credentials import BLOCK_ENV, CredentialResolver, MissingCredentialsError
-from flows.warehouse import WarehouseConfigError, resolve_warehouse
+from flows.warehouses import WarehouseConfigError, resolve_warehouse
+from tests.flows.elt_testkit import DuckWarehouse
 
 SNOWFLAKE_BASE = {
     "WAREHOUSE": "snowflake",
@@ -29,11 +29,11 @@ SNOWFLAKE_BASE = {
 
 def test_duckdb_is_the_default_and_its_path_comes_from_duckdb_path(tmp_path: Path) -> None:
     default = resolve_warehouse(environ={})
-    assert default.kind == "duckdb" and default.duckdb_path == (Path.cwd() / "data" / "warehouse.duckdb")
+    assert default.kind == "duckdb" and default.path == (Path.cwd() / "data" / "warehouse.duckdb")
     custom = resolve_warehouse(environ={"WAREHOUSE": "DuckDB", "DUCKDB_PATH": str(tmp_path / "w.duckdb")})
-    assert custom.duckdb_path == tmp_path / "w.duckdb"
+    assert custom.path == tmp_path / "w.duckdb"
     assert custom.dbt_env() == {"DUCKDB_PATH": str(tmp_path / "w.duckdb"), "DUCKDB_MEMORY_LIMIT": "384MB"}
-    assert resolve_warehouse(environ={"DUCKDB_MEMORY_LIMIT": "1GB"}).duckdb_memory_limit == "1GB"
+    assert resolve_warehouse(environ={"DUCKDB_MEMORY_LIMIT": "1GB"}).memory_limit == "1GB"
     with pytest.raises(WarehouseConfigError, match="DUCKDB_MEMORY_LIMIT must be a size like 384MB"):
         resolve_warehouse(environ={"DUCKDB_MEMORY_LIMIT": "lots"})
 
@@ -57,7 +57,7 @@ def test_snowflake_names_every_missing_variable_and_no_value() -> None:
 
 def test_snowflake_password_auth_drives_dlt_and_dbt() -> None:
     wh = resolve_warehouse(environ={**SNOWFLAKE_BASE, "SNOWFLAKE_PASSWORD": "pw-123"})
-    assert (wh.kind, wh.dbt_target, wh.snowflake_auth) == ("snowflake", "snowflake", "password")
+    assert (wh.kind, wh.dbt_target, wh.auth) == ("snowflake", "snowflake", "password")
     assert "pw-123" not in repr(wh) and "pw-123" not in wh.describe()
     env = wh.dbt_env()
     assert env["SNOWFLAKE_PASSWORD"] == "pw-123" and env["SNOWFLAKE_PRIVATE_KEY"] == ""
@@ -74,7 +74,7 @@ def test_snowflake_key_pair_auth(tmp_path: Path) -> None:
     key = tmp_path / "rsa_key.p8"
     key.write_text("-----BEGIN PRIVATE KEY-----\n...\n-----END PRIVATE KEY-----\n")
     wh = resolve_warehouse(environ={**SNOWFLAKE_BASE, "SNOWFLAKE_PRIVATE_KEY_PATH": str(key)})
-    assert wh.snowflake_auth == "key-pair"
+    assert wh.auth == "key-pair"
     assert wh.dbt_env()["SNOWFLAKE_PRIVATE_KEY_PATH"] == str(key) and wh.dbt_env()["SNOWFLAKE_PASSWORD"] == ""
     with pytest.raises(WarehouseConfigError, match="SNOWFLAKE_PRIVATE_KEY_PATH=/nope is not a readable file"):
         resolve_warehouse(environ={**SNOWFLAKE_BASE, "SNOWFLAKE_PRIVATE_KEY_PATH": "/nope"})
@@ -133,7 +133,7 @@ def test_block_values_win_over_the_environment_and_rotation_needs_no_restart(
     assert (
         resolver.get("SNOWFLAKE_USER") == "loader" and resolver.source_of("SNOWFLAKE_USER") == "environment"
     )
-    assert resolve_warehouse(environ=env).snowflake["SNOWFLAKE_PASSWORD"] == "from-aws-v1"
+    assert resolve_warehouse(environ=env).password == "from-aws-v1"
 
     # Rotation: the next resolver (= the next flow run) reads the new version.
     secrets_manager.put_secret_value(
@@ -151,7 +151,7 @@ def test_block_can_supply_what_the_environment_lacks(secrets_manager) -> None:
     )
     _save_block("sf-keypair-block", "sf-keypair")
     wh = resolve_warehouse(environ={**SNOWFLAKE_BASE, BLOCK_ENV: "sf-keypair-block"})
-    assert wh.snowflake_auth == "key-pair"
+    assert wh.auth == "key-pair"
 
 
 def test_block_misconfiguration_is_explained(secrets_manager) -> None:

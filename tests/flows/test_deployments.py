@@ -9,14 +9,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
-from elt_testkit import REPO, SAMPLE_DIR
 from prefect import get_client
 from prefect.client.schemas.actions import WorkPoolCreate
+from prefect.exceptions import ParameterTypeError
 from prefect.flows import load_flow_from_entrypoint
 from prefect.settings import PREFECT_API_URL
 
 from flows.sample_data.generate_shop import DEFAULT_ORDERS, generate
+from tests.flows.elt_testkit import REPO, SAMPLE_DIR
 
 FLOWS = REPO / "flows"
 
@@ -30,7 +32,11 @@ def test_prefect_yaml_deploys_elt_daily_scheduled_and_rest_sql_unscheduled() -> 
         assert deployment["work_pool"]["name"] == "{{ $PREFECT_WORK_POOL_NAME }}"
         flow = load_flow_from_entrypoint(str(FLOWS / deployment["entrypoint"]))
         assert flow.name == "elt"
-        flow.validate_parameters(deployment.get("parameters", {}))
+        if name == "rest":  # refused until its base_url is configured, naming what is missing
+            with pytest.raises(ParameterTypeError, match="base_url"):
+                flow.validate_parameters(deployment["parameters"])
+        else:
+            flow.validate_parameters(deployment["parameters"])
 
     pool = "flows-test-pool"
     with get_client(sync_client=True) as client:
@@ -51,11 +57,11 @@ def test_prefect_yaml_deploys_elt_daily_scheduled_and_rest_sql_unscheduled() -> 
         daily = client.read_deployment_by_name("elt/daily")
         rest = client.read_deployment_by_name("elt/rest")
         sql = client.read_deployment_by_name("elt/sql")
-    assert daily.work_pool_name == pool and daily.parameters == {"source": "demo"}
+    assert daily.work_pool_name == pool and daily.parameters == {"source": {"kind": "demo"}}
     assert [s.schedule.cron for s in daily.schedules if s.active] == ["0 5 * * *"]
     assert rest.schedules == [] and sql.schedules == []
     assert daily.global_concurrency_limit is not None and daily.global_concurrency_limit.limit == 1
-    assert sql.parameters["sql"]["tables"] == ["customers", "orders", "payments"]
+    assert sql.parameters["source"]["tables"] == ["customers", "orders", "payments"]
 
 
 def test_committed_sample_data_is_what_the_generator_makes(tmp_path: Path) -> None:

@@ -4,10 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from elt_testkit import REPO, DuckWarehouse, artifacts, asset_events, read_sample, task_runs, wait_for
-
 from flows.elt import elt
-from flows.params import DemoSource
+from flows.sources.demo import DemoSource
+from tests.flows.elt_testkit import (
+    REPO,
+    DuckWarehouse,
+    artifacts,
+    asset_events,
+    read_sample,
+    task_runs,
+    wait_for,
+)
 
 
 def _files(folder: Path) -> set[str]:
@@ -17,7 +24,7 @@ def _files(folder: Path) -> set[str]:
 def test_demo_day_by_day_merges_changes_and_reruns_change_nothing(warehouse: DuckWarehouse) -> None:
     code_before = _files(REPO / "flows")
 
-    day1 = elt(demo=DemoSource(through_day=1), return_state=True)
+    day1 = elt(source=DemoSource(through_day=1), return_state=True)
     assert day1.is_completed(), day1.message
     result1 = day1.result()
     assert result1["ingest"]["rows_loaded"] == {"customers": 108, "orders": 480, "payments": 560}
@@ -72,7 +79,9 @@ def test_demo_day_by_day_merges_changes_and_reruns_change_nothing(warehouse: Duc
 
     # dbt writes its target/ and logs/ under DATA_DIR: flows/ is read-only in the stack.
     assert _files(REPO / "flows") == code_before
-    assert (warehouse.data_dir / "dbt" / "duckdb-analytics_demo" / "target" / "manifest.json").exists()
+    assert (
+        warehouse.data_dir / "dbt" / "shop" / "duckdb-analytics_demo" / "target" / "manifest.json"
+    ).exists()
 
     # Every dbt model and test ran as its own Prefect task; artifacts were published.
     names = {tr.name for tr in task_runs(all_days.state_details.flow_run_id)}

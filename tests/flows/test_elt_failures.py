@@ -8,14 +8,15 @@ import shutil
 from pathlib import Path
 
 import pytest
-from elt_testkit import SAMPLE_DIR, DuckWarehouse, task_runs
 from prefect.concurrency.sync import concurrency
 
 import flows.elt
 import flows.ingest
 from flows.elt import elt
-from flows.params import DemoSource, RestSource
-from flows.platform_objects import ensure_warehouse_lock
+from flows.sources.demo import DemoSource
+from flows.sources.rest import RestSource
+from flows.warehouses.lock import ensure_warehouse_lock
+from tests.flows.elt_testkit import SAMPLE_DIR, DuckWarehouse, task_runs
 
 
 def _sample_copy(tmp_path: Path, days: int = 3) -> Path:
@@ -32,15 +33,15 @@ def _no_tables(warehouse: DuckWarehouse) -> bool:
 @pytest.mark.parametrize(
     ("params", "expected"),
     [
-        ({"source": "rest"}, "source='rest' needs the 'rest' parameter"),
-        ({"source": "sql"}, "source='sql' needs the 'sql' parameter"),
-        ({"source": "ftp"}, "Input should be 'demo', 'rest' or 'sql'"),
-        ({"demo": {"through_day": 0}}, "greater than or equal to 1"),
-        ({"demo": {"data_dir": "/nonexistent"}}, "has no day_<n> folders"),
-        ({"rest": {"base_url": "ftp://x"}, "source": "rest"}, "base_url must be an http(s) URL"),
-        ({"rest": {"base_url": "http://x/", "resource": ["orders"]}, "source": "rest"}, "Extra inputs"),
+        ({"source": {"kind": "rest"}}, "base_url"),
+        ({"source": {"kind": "sql", "tables": []}}, "at least 1 item"),
+        ({"source": {"kind": "ftp"}}, "does not match any of the expected tags: 'demo', 'rest', 'sql'"),
+        ({"source": {"kind": "demo", "through_day": 0}}, "greater than or equal to 1"),
+        ({"source": {"kind": "demo", "data_dir": "/nonexistent"}}, "has no day_<n> folders"),
+        ({"source": {"kind": "rest", "base_url": "ftp://x"}}, "base_url must be an http(s) URL"),
+        ({"source": {"kind": "rest", "base_url": "http://x/", "resource": ["orders"]}}, "Extra inputs"),
         (
-            {"rest": {"base_url": "http://x/", "resources": ["orders"]}, "source": "rest"},
+            {"source": {"kind": "rest", "base_url": "http://x/", "resources": ["orders"]}},
             "does not load customers, payments",
         ),
     ],
@@ -76,7 +77,7 @@ def test_snowflake_without_credentials_fails_before_anything_runs(
 
 def test_malformed_file_fails_and_last_good_tables_stay(warehouse: DuckWarehouse, tmp_path: Path) -> None:
     data = _sample_copy(tmp_path)
-    good = elt(demo=DemoSource(data_dir=str(data), through_day=1), return_state=True)
+    good = elt(source=DemoSource(data_dir=str(data), through_day=1), return_state=True)
     assert good.is_completed(), good.message
     before = warehouse.snapshot()
 
@@ -87,7 +88,7 @@ def test_malformed_file_fails_and_last_good_tables_stay(warehouse: DuckWarehouse
     lines[1] = ",".join([*fields[:3], "twelve", *fields[4:]])
     payments.write_text("\n".join(lines) + "\n")
 
-    bad = elt(demo=DemoSource(data_dir=str(data)), return_state=True)
+    bad = elt(source=DemoSource(data_dir=str(data)), return_state=True)
     assert bad.is_failed()
     assert "malformed data, nothing was loaded" in bad.message
     assert "payments.csv" in bad.message and "twelve" in bad.message
@@ -100,7 +101,7 @@ def test_failing_dbt_test_fails_the_flow_naming_the_test(warehouse: DuckWarehous
     orders = data / "day_1" / "orders.csv"
     orders.write_text(orders.read_text().replace(",completed,", ",lost_in_transit,", 1))
 
-    state = elt(demo=DemoSource(data_dir=str(data)), return_state=True)
+    state = elt(source=DemoSource(data_dir=str(data)), return_state=True)
     assert state.is_failed()
     assert "accepted_values_stg_orders_status" in state.message
     runs = {tr.name: tr for tr in task_runs(state.state_details.flow_run_id)}
@@ -125,7 +126,7 @@ def test_transient_errors_are_retried_and_bad_data_is_not(
         return real(*args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(flows.ingest, "run_pipeline", flaky)
-    state = elt(demo=DemoSource(through_day=1), transform=False, return_state=True)
+    state = elt(source=DemoSource(through_day=1), transform=False, return_state=True)
     assert state.is_completed(), state.message
     (ingest_run,) = [tr for tr in task_runs(state.state_details.flow_run_id) if tr.name.startswith("ingest")]
     assert ingest_run.run_count == 3
@@ -136,7 +137,7 @@ def test_a_second_run_waits_for_the_warehouse_lock(
     warehouse: DuckWarehouse, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     lock = ensure_warehouse_lock("duckdb")
-    monkeypatch.setattr(flows.elt, "LOCK_TIMEOUT_SECONDS", 3)
+    monkeypatch.setenv("ELT_LOCK_TIMEOUT_SECONDS", "3")  # read when the run starts
     # Another run holds the warehouse: this one must not start writing.
     with concurrency(lock, occupy=1, strict=True):
         blocked = elt(transform=False, return_state=True)
@@ -144,7 +145,7 @@ def test_a_second_run_waits_for_the_warehouse_lock(
     assert "concurrency" in blocked.message.lower() or "timeout" in blocked.message.lower()
     assert _no_tables(warehouse)
     # Released: the next run goes through.
-    assert elt(demo=DemoSource(through_day=1), transform=False, return_state=True).is_completed()
+    assert elt(source=DemoSource(through_day=1), transform=False, return_state=True).is_completed()
 
 
 def test_rest_parameters_hide_no_secret() -> None:

@@ -6,16 +6,16 @@ from __future__ import annotations
 import math
 
 import pytest
-from conftest import FakeShopApi
-from elt_testkit import DuckWarehouse, read_sample, task_runs
 
 from flows.elt import elt
-from flows.params import RestSource
+from flows.sources.rest import RestSource
+from tests.flows.conftest import FakeShopApi
+from tests.flows.elt_testkit import DuckWarehouse, read_sample, task_runs
 
 
 def _ingest(api: FakeShopApi, **overrides: object):  # type: ignore[no-untyped-def]
     rest = RestSource(base_url=api.base_url, page_size=50, **overrides)
-    return elt(source="rest", rest=rest, transform=False, return_state=True)
+    return elt(source=rest, transform=False, return_state=True)
 
 
 def _ids(*days: int, table: str) -> set[int]:

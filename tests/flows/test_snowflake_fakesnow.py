@@ -14,10 +14,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from elt_testkit import read_sample
 
 from flows.transform import mart_row_counts, run_dbt_build
-from flows.warehouse import resolve_warehouse
+from flows.warehouses import resolve_warehouse
+from tests.flows.elt_testkit import read_sample
 
 SNOWFLAKE_ENV = {
     "WAREHOUSE": "snowflake",
@@ -79,4 +79,6 @@ def test_dbt_models_and_tests_run_on_the_snowflake_target(
     assert counts["customer_lifetime_value"] == len(read_sample(1, "customers"))
     assert counts["daily_revenue"] == len({r["order_date"] for r in read_sample(1, "orders")})
     # dbt's target/ went under DATA_DIR, per target and schema.
-    assert (warehouse.data_dir / "dbt" / "snowflake-ANALYTICS_DEMO" / "target" / "manifest.json").exists()
+    assert (
+        warehouse.data_dir / "dbt" / "shop" / "snowflake-ANALYTICS_DEMO" / "target" / "manifest.json"
+    ).exists()

@@ -6,11 +6,11 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from conftest import Postgres
-from elt_testkit import DuckWarehouse, read_sample
 
 from flows.elt import elt
-from flows.params import SqlSource
+from flows.sources.sql import SqlSource
+from tests.flows.conftest import Postgres
+from tests.flows.elt_testkit import DuckWarehouse, read_sample
 
 DDL = """
 create schema {schema};
@@ -55,7 +55,7 @@ def test_tables_are_loaded_incrementally_and_merged(
     _upsert_day(pg, schema, 1)
     sql = SqlSource(schema_name=schema, chunk_size=100)
 
-    first = elt(source="sql", sql=sql, transform=False, return_state=True)
+    first = elt(source=sql, transform=False, return_state=True)
     assert first.is_completed(), first.message
     assert {t: warehouse.count(f"raw_sql.{t}") for t in ("customers", "orders", "payments")} == {
         "customers": 108,
@@ -64,7 +64,7 @@ def test_tables_are_loaded_incrementally_and_merged(
     }
 
     _upsert_day(pg, schema, 2)
-    second = elt(source="sql", sql=sql, transform=False, return_state=True)
+    second = elt(source=sql, transform=False, return_state=True)
     assert second.is_completed(), second.message
     # Only the rows changed or added since the first run were read; they were merged on the key.
     assert second.result()["ingest"]["rows_loaded"]["orders"] == len(read_sample(2, "orders"))
@@ -76,7 +76,7 @@ def test_tables_are_loaded_incrementally_and_merged(
         (changed["status"],)
     ]
 
-    again = elt(source="sql", sql=sql, transform=False, return_state=True)
+    again = elt(source=sql, transform=False, return_state=True)
     assert again.is_completed(), again.message
     assert again.result()["ingest"]["rows_loaded"] == {}
     assert warehouse.count("raw_sql.orders") == expected_orders
@@ -87,7 +87,7 @@ def test_missing_connection_string_is_named(
     warehouse: DuckWarehouse, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("SQL_SOURCE_URL", raising=False)
-    state = elt(source="sql", sql=SqlSource(), transform=False, return_state=True)
+    state = elt(source=SqlSource(), transform=False, return_state=True)
     assert state.is_failed()
     assert "the sql source needs SQL_SOURCE_URL" in state.message
 
@@ -98,7 +98,7 @@ def test_table_without_primary_key_is_refused(
     pg, schema = shop_db
     pg.execute(f"create table {schema}.events (id bigint, updated_at timestamptz)")
     sql = SqlSource(schema_name=schema, tables=["events"])
-    state = elt(source="sql", sql=sql, transform=False, return_state=True)
+    state = elt(source=sql, transform=False, return_state=True)
     assert state.is_failed()
     assert f"table {schema}.events has no primary key to merge on" in state.message
     assert not warehouse.path.exists() or warehouse.query(

@@ -1,0 +1,1 @@
+"""The wrapper every flow-run container starts with (docker/flow-runner's entrypoint)."""

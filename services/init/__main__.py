@@ -1,0 +1,24 @@
+"""python -m services.init: the prefect-init one-shot (see services/init/__init__.py)."""
+
+from __future__ import annotations
+
+import json
+
+from prefect.client.orchestration import get_client
+
+from services.init import log, setting
+from services.init.automations import ensure_automations
+from services.init.data_volume import prepare_data_volume
+from services.init.work_pool import ensure_work_pool
+
+
+def main() -> None:
+    prepare_data_volume()
+    with get_client(sync_client=True) as client:
+        ensure_work_pool(client)
+        ensure_automations(client)
+    log(f"done {json.dumps({'pool': setting('PREFECT_WORK_POOL_NAME')})}")
+
+
+if __name__ == "__main__":
+    main()

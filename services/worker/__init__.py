@@ -1,0 +1,1 @@
+"""The stack's Docker-pool worker (compose service prefect-worker)."""

@@ -1,0 +1,85 @@
+"""services/worker: the platform's Docker worker cancels runs whose container already started.
+
+A real Prefect server (the session's test server), a real container on the real engine, and the
+worker's own polling loop: the run is marked Cancelled and its container killed.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+import uuid
+
+import anyio
+import pytest
+from prefect import flow
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import WorkPoolCreate
+from prefect.states import Cancelling, Running
+from prefect_docker.worker import DockerWorker
+
+from services.worker.__main__ import parse_args
+from services.worker.docker_worker import PlatformDockerWorker
+
+pytestmark = pytest.mark.timeout(300)
+
+
+@flow
+def sleeper() -> None:
+    """Never runs here: the test only needs a flow to create a deployment of."""
+
+
+def test_arguments_are_required() -> None:
+    args = parse_args(["--pool", "p", "--name", "w", "--limit", "3"])
+    assert (args.pool, args.name, args.limit) == ("p", "w", 3)
+    with pytest.raises(SystemExit):
+        parse_args(["--pool", "p"])
+
+
+def test_a_started_run_being_cancelled_is_marked_cancelled_and_its_container_killed(
+    docker_engine: None, prefect_server: None
+) -> None:
+    pool = f"worker-test-{uuid.uuid4().hex[:8]}"
+    container = subprocess.run(
+        ["docker", "run", "-d", "--rm", "--label", "prefect-platform.test=worker",
+         "debian:bookworm-slim", "sleep", "300"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+
+    async def scenario() -> str:
+        async with get_client() as client:
+            await client.create_work_pool(
+                WorkPoolCreate(
+                    name=pool, type="docker", base_job_template=DockerWorker.get_default_base_job_template()
+                )
+            )
+            flow_id = await client.create_flow(sleeper)
+            deployment_id = await client.create_deployment(
+                flow_id=flow_id, name="cancel-me", work_pool_name=pool, entrypoint="x.py:sleeper"
+            )
+            run = await client.create_flow_run_from_deployment(deployment_id)
+            await client.set_flow_run_state(run.id, Running(), force=True)
+            async with PlatformDockerWorker(work_pool_name=pool, name="w", limit=1) as worker:
+                pid = worker._get_infrastructure_pid(container)
+                await client.update_flow_run(run.id, infrastructure_pid=pid)
+                await client.set_flow_run_state(run.id, Cancelling(), force=True)
+                deadline = time.monotonic() + 30
+                while time.monotonic() < deadline:
+                    state = (await client.read_flow_run(run.id)).state
+                    if state and state.name == "Cancelled":
+                        return state.message or ""
+                    await anyio.sleep(0.5)
+        raise AssertionError(f"run still {state.name if state else None} after 30 s")
+
+    try:
+        message = anyio.run(scenario)
+        assert message == "Cancelled by user."
+        # --rm: a killed container is removed; give the engine a moment.
+        for _ in range(20):
+            listed = subprocess.run(["docker", "ps", "-aq", "--no-trunc"], capture_output=True, text=True)
+            if container not in listed.stdout:
+                break
+            time.sleep(0.5)
+        assert container not in listed.stdout, "the cancelled run's container must be killed"
+    finally:
+        subprocess.run(["docker", "rm", "-f", container], capture_output=True)
