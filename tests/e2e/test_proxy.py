@@ -28,7 +28,7 @@ from tests.support.proxy import (
     assert_only_the_proxy_is_reachable_from_other_machines,
     served_certificate,
 )
-from tests.support.stack import copy_checkout, env_value
+from tests.support.stack import copy_checkout
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1500)]
 
@@ -211,10 +211,10 @@ def test_the_ui_in_a_real_browser_runs_elt_daily_without_third_party_requests(
     assert not [host for host in refused if stack.hostname in host], refused
 
 
-def on_the_network(stack: ProxyStack, image_key: str, *command: str) -> str:
+def on_the_network(stack: ProxyStack, service: str, *command: str) -> str:
     """Output of a command in a throwaway container on the stack's network: another address than
     the test host's (which the throttle blocks), as a second client or an internal service has."""
-    image = env_value(stack.root / ".env", image_key)
+    image = stack.image(service)
     result = subprocess.run(
         [
             "docker",
@@ -264,7 +264,7 @@ def test_sixty_wrong_passwords_get_429_and_other_clients_are_not_slowed(
     # Another address with the right password, through the proxy, during the block: served.
     other = on_the_network(
         stack,
-        "PROXY_IMAGE",
+        "proxy",
         *("curl", "-sk", "-o", "/dev/null", "-w", "%{http_code}", "-u", f"{user}:{password}"),
         *("-X", "POST", "-H", "Content-Type: application/json", "-d", "{}"),
         *("--connect-to", f"{stack.hostname}:443:proxy:443", f"https://{stack.hostname}/api/flows/filter"),
@@ -272,7 +272,7 @@ def test_sixty_wrong_passwords_get_429_and_other_clients_are_not_slowed(
     assert other == "200"
     # The worker and flow runs talk to the server directly: a run completes during the block.
     assert (
-        on_the_network(stack, "PLATFORM_IMAGE", "python3", "-c", SELF_CHECK, f"{user}:{password}")
+        on_the_network(stack, "prefect-server", "python3", "-c", SELF_CHECK, f"{user}:{password}")
         == "COMPLETED"
     )
     # Logged with time and address by the server, and each 429 by the proxy's access log.

@@ -113,7 +113,7 @@ def test_work_pool_is_docker_with_the_stack_template(stack: Stack, api: PrefectA
     assert defaults["networks"] == [stack.project]
     assert f"{stack.root}/flows:/opt/prefect/flows:ro" in defaults["volumes"]
     assert f"{stack.project}-data:/data" in defaults["volumes"]
-    assert defaults["image"] == env_value(stack.root / ".env", "FLOW_RUN_IMAGE")
+    assert defaults["image"] == stack.image("prefect-deploy")
     assert defaults["image_pull_policy"] == "Never"
     assert defaults["auto_remove"] is True
     assert defaults["mem_limit"] == env_value(stack.root / ".env", "FLOW_RUN_MEMORY_LIMIT")
@@ -171,7 +171,7 @@ def test_self_check_runs_in_its_own_container_on_the_stack_network(stack: Stack,
 
 
 def test_results_persist_on_the_shared_volume(stack: Stack) -> None:
-    image = env_value(stack.root / ".env", "FLOW_RUN_IMAGE")
+    image = stack.image("prefect-deploy")
     listing = subprocess.run(
         ["docker", "run", "--rm", "-v", f"{stack.project}-data:/data", image, "ls", "/data/results"],
         capture_output=True,
@@ -182,7 +182,7 @@ def test_results_persist_on_the_shared_volume(stack: Stack) -> None:
 
 
 def test_code_change_is_picked_up_without_rebuild(stack: Stack, api: PrefectApi) -> None:
-    images = [env_value(stack.root / ".env", key) for key in ("FLOW_RUN_IMAGE", "PLATFORM_IMAGE")]
+    images = [stack.image(service) for service in ("prefect-deploy", "prefect-server")]
     image_ids = ["docker", "image", "inspect", "-f", "{{.Id}}", *images]
     images_before = subprocess.check_output(image_ids, text=True)
     source = stack.root / "flows" / "platform_check.py"
@@ -323,7 +323,7 @@ http.server.HTTPServer(("0.0.0.0", 8080), Sink).serve_forever()
 def test_failed_run_sends_an_alert_to_the_webhook(stack: Stack, api: PrefectApi) -> None:
     # A webhook receiver on the stack's network, standing in for Slack or a pager.
     sink = f"{stack.project}-alert-sink"
-    image = env_value(stack.root / ".env", "FLOW_RUN_IMAGE")
+    image = stack.image("prefect-deploy")
     subprocess.run(
         [
             "docker",

@@ -6,6 +6,7 @@ running stack or .env, and `./scripts/up` runs there exactly as on a fresh clone
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -77,6 +78,11 @@ class Stack:
         self, *args: str, check: bool = True, timeout: float = 900
     ) -> subprocess.CompletedProcess[str]:
         return self.run("docker", "compose", *args, check=check, timeout=timeout)
+
+    def image(self, service: str) -> str:
+        """The image a compose service runs, as compose resolves it (project-scoped by default)."""
+        config = json.loads(self.compose("config", "--format", "json").stdout)
+        return config["services"][service]["image"]
 
     def up(self) -> subprocess.CompletedProcess[str]:
         return self.run("./scripts/up")
