@@ -87,3 +87,65 @@ def test_every_service_is_guarded(config: dict[str, Any]) -> None:
 def test_long_running_memory_fits_a_2_gib_host(config: dict[str, Any]) -> None:
     limits = sum(int(config["services"][name]["mem_limit"]) for name in LONG_RUNNING)
     assert limits <= 1024 * 1024**2, "long-running services may not claim more than 1 GiB of a 2 GiB host"
+
+
+def tls_env(mode: str = "internal") -> str:
+    """.env as ./scripts/up leaves it for a TLS mode: the `tls` profile on."""
+    return (
+        complete_env()
+        .replace("TLS_MODE=off\n", f"TLS_MODE={mode}\n")
+        .replace("PUBLIC_HOSTNAME=\n", "PUBLIC_HOSTNAME=prefect.example.com\n")
+        .replace("COMPOSE_PROFILES=\n", "COMPOSE_PROFILES=tls\n")
+    )
+
+
+def test_tls_mode_off_runs_no_proxy_and_the_server_behind_the_login_throttle(config: dict[str, Any]) -> None:
+    assert "proxy" not in config["services"]
+    server = config["services"]["prefect-server"]
+    assert server["command"][:3] == ["python3", "-m", "services.server"]
+    assert server["working_dir"] == "/opt/platform"  # where the platform image keeps services/
+    assert server["environment"]["PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT"] == "false"
+    assert server["environment"]["PREFECT_SERVER_ANALYTICS_ENABLED"] == "false"
+
+
+def test_in_tls_modes_only_the_proxy_is_published_beyond_loopback(tmp_path: Path) -> None:
+    result = compose_config(tls_env(), tmp_path)
+    assert result.returncode == 0, result.stderr
+    services = json.loads(result.stdout)["services"]
+    published = {
+        (name, port["target"], port.get("host_ip", ""))
+        for name, svc in services.items()
+        for port in svc.get("ports", [])
+    }
+    beyond_loopback = {(name, target) for name, target, ip in published if ip not in ("127.0.0.1", "::1")}
+    assert beyond_loopback == {("proxy", 443), ("proxy", 80)}
+    proxy = services["proxy"]
+    assert {p["target"]: p["published"] for p in proxy["ports"]} == {443: "443", 80: "80"}
+    assert proxy["image"] == "prefect-platform/proxy:local"
+    assert proxy["healthcheck"]["test"] and proxy["restart"] == "unless-stopped" and proxy["mem_limit"]
+    assert proxy["logging"]["options"]["max-size"] and list(proxy["networks"]) == ["platform"]
+    assert proxy["depends_on"]["prefect-server"]["condition"] == "service_healthy"
+    # Certificates persist in a volume: a restart does not order new ones.
+    assert any(v["type"] == "volume" and v["target"] == "/data" for v in proxy["volumes"])
+    assert proxy["environment"]["PUBLIC_HOSTNAME"] == "prefect.example.com"
+
+
+def test_tls_ports_and_certificate_files_come_from_env(tmp_path: Path) -> None:
+    cert = tmp_path / "cert.pem"
+    cert.write_text("x")
+    env = (
+        tls_env("files")
+        .replace("HTTPS_HOST_PORT=443\n", "HTTPS_HOST_PORT=8443\n")
+        .replace("HTTP_HOST_PORT=80\n", "HTTP_HOST_PORT=8080\n")
+        .replace("TLS_CERT_FILE=\n", f"TLS_CERT_FILE={cert}\n")
+    )
+    result = compose_config(env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    proxy = json.loads(result.stdout)["services"]["proxy"]
+    assert {p["target"]: p["published"] for p in proxy["ports"]} == {443: "8443", 80: "8080"}
+    mounts = {v["target"]: v["source"] for v in proxy["volumes"] if v["type"] == "bind"}
+    assert mounts == {
+        "/run/tls/cert.pem": str(cert),
+        "/run/tls/key.pem": "/dev/null",  # not configured: the entrypoint names TLS_KEY_FILE
+        "/run/tls/acme-ca-root.pem": "/dev/null",
+    }
