@@ -10,7 +10,7 @@ from prefect.events.actions import ChangeFlowRunState, SendNotification
 from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
 
 from services.init import log
-from services.init.work_pool import HEARTBEAT_SECONDS
+from services.work_pools import HEARTBEAT_SECONDS
 
 ALERT_BLOCK_NAME = "platform-alerts"
 ALERT_AUTOMATION = "alert on failed or crashed flow runs"

@@ -1,5 +1,11 @@
 #!/usr/bin/env python3
-"""PlatformDockerWorker: prefect-docker's worker, plus cancellation of runs already started.
+"""PlatformDockerWorker: prefect-docker's worker, locked to the platform's job policy, plus
+cancellation of runs already started.
+
+Every container it creates passes services/worker/job_policy.py first (a refused job fails its run
+naming the variable, and nothing is started) and gets the platform's settings in its environment:
+the host's .env, read at each run (an edited value reaches the next run), minus the stack's own
+secrets. No flow-run container mounts .env.
 
 Flow-run containers run the Prefect engine directly (`python -m prefect.engine`, the command of
 services/work_pools/docker.json) instead of `prefect flow-run execute`, which halves the time from trigger
@@ -24,8 +30,14 @@ from prefect.client.schemas.filters import (
     WorkPoolFilterName,
 )
 from prefect.client.schemas.objects import FlowRun, StateType
-from prefect.exceptions import InfrastructureNotFound
-from prefect_docker.worker import DockerWorker
+from prefect.exceptions import InfrastructureNotFound, ObjectNotFound
+from prefect.states import Failed
+from prefect.utilities.engine import propose_state
+from prefect_docker.worker import DockerWorker, DockerWorkerJobConfiguration, DockerWorkerResult
+
+from services import contract
+from services.worker.job_policy import JobPolicy, JobRefused
+from services.worker.settings import flow_settings
 
 # This class deliberately takes over the "docker" worker type from prefect-docker's class.
 warnings.filterwarnings("ignore", message="Type 'PlatformDockerWorker'.*matches existing registered type")
@@ -37,9 +49,47 @@ STOP_GRACE_SECONDS = 0
 
 
 class PlatformDockerWorker(DockerWorker):
-    """DockerWorker that also stops the containers of started runs that are being cancelled."""
+    """DockerWorker that enforces the job policy and stops started runs that are being cancelled."""
 
     _cancel_task: asyncio.Task[None] | None = None
+    policy: JobPolicy | None = None  # set by services/worker/__main__.py; None only in tests
+    settings_file: str = contract.SETTINGS_FILE
+
+    async def run(
+        self,
+        flow_run: FlowRun,
+        configuration: DockerWorkerJobConfiguration,
+        task_status: Any = None,
+    ) -> DockerWorkerResult:
+        try:
+            if self.policy is not None:
+                self.policy.check_job_variables(await self._job_variables(flow_run))
+            return await super().run(flow_run, configuration, task_status)
+        except JobRefused as refused:
+            message = f"Refused by the platform's job policy: {refused}"
+            self.get_flow_run_logger(flow_run).error(message)
+            # Failed, not Crashed: the job asked for something the platform will not run.
+            await propose_state(self.client, Failed(message=message), flow_run_id=flow_run.id)
+            raise
+
+    async def _job_variables(self, flow_run: FlowRun) -> dict[str, Any]:
+        """What the deployment and the run ask for, merged as Prefect merges them."""
+        variables: dict[str, Any] = {}
+        if flow_run.deployment_id:
+            with contextlib.suppress(ObjectNotFound):
+                deployment = await self.client.read_deployment(flow_run.deployment_id)
+                variables.update(deployment.job_variables or {})
+        variables.update(flow_run.job_variables or {})
+        return variables
+
+    def _build_container_settings(
+        self, docker_client: Any, configuration: DockerWorkerJobConfiguration
+    ) -> dict[str, Any]:
+        settings = super()._build_container_settings(docker_client, configuration)
+        if self.policy is None:
+            return settings
+        self.policy.check(settings)
+        return self.policy.harden(settings, flow_settings(self.settings_file))
 
     async def __aenter__(self) -> Self:
         worker = await super().__aenter__()

@@ -11,6 +11,7 @@ from prefect_docker.worker import DockerWorker
 from services import contract
 from services.init import work_pool
 from services.init.data_volume import prepare_data_volume
+from services.work_pools import TEMPLATES_DIR, render
 
 SETTINGS = {
     "PLATFORM_DIR": "/srv/platform/",
@@ -26,32 +27,30 @@ def settings(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv(key, value)
 
 
-def test_template_runs_the_local_image_on_the_stack_network_with_host_mounts(settings: None) -> None:
+def test_template_fixes_image_mounts_network_and_command_and_exposes_only_safe_variables(
+    settings: None,
+) -> None:
     template = work_pool.desired_job_template()
-    defaults = {k: v.get("default") for k, v in template["variables"]["properties"].items()}
-    assert defaults["image"] == "prefect-platform/flow-runner:9"
-    assert defaults["image_pull_policy"] == "Never"
-    assert defaults["networks"] == ["stack"]
-    assert defaults["volumes"] == [
-        "/srv/platform/flows:/opt/prefect/flows:ro",
-        "/srv/platform/.env:/run/secrets/platform.env:ro",
-        "stack-data:/data",
-    ]
-    assert defaults["auto_remove"] is True and defaults["mem_limit"] == "768m"
-    assert defaults["command"] == "python -m prefect.engine"
-    assert defaults["labels"] == {contract.FLOW_RUN_LABEL: "flow-run"}
-    assert defaults["env"]["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] == str(work_pool.HEARTBEAT_SECONDS)
-    # The job configuration still renders every variable it templates.
-    assert "{{ networks }}" in str(template["job_configuration"]["networks"])
+    job = template["job_configuration"]
+    assert job["image"] == "prefect-platform/flow-runner:9"
+    assert job["image_pull_policy"] == "Never"
+    assert job["networks"] == ["stack"]
+    assert job["volumes"] == ["/srv/platform/flows:/opt/prefect/flows:ro", "stack-data:/data"]
+    assert job["auto_remove"] is True and job["privileged"] is False
+    assert job["command"] == contract.FLOW_RUN_COMMAND
+    variables = template["variables"]
+    assert set(variables["properties"]) == {"name", "env", "labels", "mem_limit"}
+    assert variables["additionalProperties"] is False
+    assert variables["properties"]["mem_limit"]["default"] == "768m"
+    assert variables["properties"]["labels"]["default"] == {contract.FLOW_RUN_LABEL: "flow-run"}
     assert "${" not in json.dumps(template), "every placeholder is filled"
 
 
-def test_template_file_matches_the_installed_docker_worker() -> None:
-    """An upgrade of prefect-docker that changes its job configuration must be looked at."""
-    ours = json.loads((work_pool.TEMPLATES_DIR / "docker.json").read_text())
+def test_template_configures_only_fields_the_installed_docker_worker_knows() -> None:
+    """An upgrade of prefect-docker that renames its job configuration must be looked at."""
+    ours = json.loads((TEMPLATES_DIR / "docker.json").read_text())
     upstream = DockerWorker.get_default_base_job_template()
-    assert ours["job_configuration"] == upstream["job_configuration"]
-    assert set(ours["variables"]["properties"]) == set(upstream["variables"]["properties"])
+    assert set(ours["job_configuration"]) <= set(upstream["job_configuration"])
 
 
 @pytest.mark.parametrize(
@@ -66,8 +65,8 @@ def test_bad_settings_stop_the_init_with_a_clear_message(
 
 
 def test_an_unknown_placeholder_is_refused() -> None:
-    with pytest.raises(SystemExit, match=r"\$\{NOPE\}"):
-        work_pool.render({"a": ["x-${NOPE}"]}, {"FLOWS_DIR": "/f"})
+    with pytest.raises(ValueError, match=r"\$\{NOPE\}"):
+        render({"a": ["x-${NOPE}"]}, {"FLOWS_DIR": "/f"})
 
 
 def test_data_volume_owned_by_someone_else_stops_the_init(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import subprocess
 import time
 import uuid
+from pathlib import Path
 
 import anyio
 import pytest
@@ -18,8 +19,10 @@ from prefect.client.schemas.actions import WorkPoolCreate
 from prefect.states import Cancelling, Running
 from prefect_docker.worker import DockerWorker
 
+from services.work_pools import job_template, template_values
 from services.worker.__main__ import parse_args
 from services.worker.docker_worker import PlatformDockerWorker
+from services.worker.job_policy import JobPolicy
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -83,3 +86,61 @@ def test_a_started_run_being_cancelled_is_marked_cancelled_and_its_container_kil
         assert container not in listed.stdout, "the cancelled run's container must be killed"
     finally:
         subprocess.run(["docker", "rm", "-f", container], capture_output=True)
+
+
+def test_a_tampered_template_is_refused_by_the_worker_and_starts_no_container(
+    docker_engine: None, prefect_server: None, tmp_path: Path
+) -> None:
+    """The second lock: the pool's template edited (as in the UI) to mount the host's `/`."""
+    from prefect.exceptions import PrefectHTTPStatusError
+
+    pool = f"policy-test-{uuid.uuid4().hex[:8]}"
+    settings = {
+        "PLATFORM_DIR": str(tmp_path),
+        "COMPOSE_PROJECT_NAME": pool,
+        "FLOW_RUN_IMAGE": "debian:bookworm-slim",
+        "FLOW_RUN_MEMORY_LIMIT": "256m",
+    }
+    template = job_template("docker", template_values(settings.__getitem__))
+    template["job_configuration"]["volumes"].append("/:/host:ro")
+    label = f"prefect-platform.test={pool}"
+    template["variables"]["properties"]["labels"]["default"] = dict([label.split("=")])
+
+    async def scenario() -> tuple[str, str]:
+        async with get_client() as client:
+            await client.create_work_pool(
+                WorkPoolCreate(name=pool, type="docker", base_job_template=template)
+            )
+            flow_id = await client.create_flow(sleeper)
+            deployment_id = await client.create_deployment(
+                flow_id=flow_id, name="escalate", work_pool_name=pool, entrypoint="x.py:sleeper"
+            )
+            # The first lock: the API refuses a job variable outside the template's schema.
+            try:
+                await client.create_flow_run_from_deployment(
+                    deployment_id, job_variables={"volumes": ["/:/host"]}
+                )
+                refused_at_creation = ""
+            except PrefectHTTPStatusError as exc:
+                refused_at_creation = f"{exc.response.status_code} {exc.response.text}"
+            run = await client.create_flow_run_from_deployment(deployment_id)
+            async with PlatformDockerWorker(work_pool_name=pool, name="w", limit=1) as worker:
+                worker.policy = JobPolicy.from_settings(settings.__getitem__)
+                await worker.get_and_submit_flow_runs()
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                state = (await client.read_flow_run(run.id)).state
+                if state and state.is_final():
+                    return refused_at_creation, f"{state.type.value}: {state.message}"
+                await anyio.sleep(0.5)
+            raise AssertionError(f"run not final: {state}")
+
+    refused_at_creation, final = anyio.run(scenario)
+    assert refused_at_creation.startswith("422") and "'volumes' was unexpected" in refused_at_creation, (
+        refused_at_creation
+    )
+    assert final.startswith("FAILED: Refused by the platform's job policy: volume '/:/host:ro'"), final
+    started = subprocess.run(
+        ["docker", "ps", "-aq", "--filter", f"label={label}"], capture_output=True, text=True, check=True
+    ).stdout
+    assert not started.strip(), "no container may be created for a refused job"

@@ -1,0 +1,26 @@
+"""The settings a flow run receives: the host's .env, read at each run, minus the stack's own."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from scripts.lib.envfile import parse
+from services import contract
+from services.work_pools import HEARTBEAT_SECONDS
+
+
+def flow_settings(settings_file: str | Path) -> dict[str, str]:
+    """Non-empty settings of ``settings_file`` a flow may see, plus what the platform always sets.
+
+    A missing file gives only the platform's values: the worker may run without a .env (tests, a
+    worker-only host that passes settings another way)."""
+    path = Path(settings_file)
+    values = parse(path.read_text()) if path.is_file() else {}
+    settings = {
+        key: value
+        for key, value in values.items()
+        if value and key not in contract.NOT_FOR_FLOWS and not contract.is_reserved_env(key)
+    }
+    # Heartbeats let the zombie automation (services/init/automations.py) mark a vanished run Crashed.
+    settings["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] = str(HEARTBEAT_SECONDS)
+    return settings
