@@ -48,7 +48,7 @@ def platform_check(fail_times: int = 1, hold_seconds: float = 0) -> dict[str, ob
     attempts = flaky_step(fail_times)
     result = persisted_answer(attempts)
     result["code_dir"] = str(Path(__file__).resolve().parent)
-    result["network"] = os.environ.get("PLATFORM_NETWORK", "")
+    result["work_dir"] = os.getcwd()
     logger.info(
         "platform-check marker=%s host=%s uid=%s attempts=%s",
         CODE_MARKER,

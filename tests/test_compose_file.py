@@ -74,8 +74,17 @@ def test_every_service_is_guarded(config: dict[str, Any]) -> None:
         svc = services[name]
         assert svc["mem_limit"], name
         assert svc["logging"]["options"]["max-size"], name
-        assert list(svc["networks"]) == ["platform"], name
+        assert svc["cap_drop"] == ["ALL"], name
+        assert svc["security_opt"] == ["no-new-privileges:true"], name
+        assert svc["pids_limit"] > 0, name
+    # Postgres is on a network of its own: only migrations and the server join it, no flow run.
+    users_of_the_database = {name for name, svc in services.items() if "db" in svc["networks"]}
+    assert users_of_the_database == {"postgres", "prefect-migrate", "prefect-server"}
+    assert config["networks"]["db"]["internal"] is True
     assert config["networks"]["platform"]["name"] == "prefect-platform"
+    for name in ("prefect-server", "prefect-worker", "prefect-init", "prefect-migrate", "prefect-deploy"):
+        assert services[name]["read_only"] is True, name
+    assert services["prefect-worker"]["cap_add"] == ["DAC_READ_SEARCH"]
     conditions = {dep: v["condition"] for dep, v in services["prefect-worker"]["depends_on"].items()}
     assert conditions == {
         "prefect-server": "service_healthy",

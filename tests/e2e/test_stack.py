@@ -109,16 +109,20 @@ def test_postgres_is_not_published_on_the_host(stack: Stack) -> None:
 def test_work_pool_is_docker_with_the_stack_template(stack: Stack, api: PrefectApi) -> None:
     pool = api.get("/work_pools/docker-pool")
     assert pool["type"] == "docker"
-    defaults = {k: v.get("default") for k, v in pool["base_job_template"]["variables"]["properties"].items()}
-    assert defaults["networks"] == [stack.project]
-    assert f"{stack.root}/flows:/opt/prefect/flows:ro" in defaults["volumes"]
-    assert f"{stack.project}-data:/data" in defaults["volumes"]
-    assert defaults["image"] == stack.image("prefect-deploy")
-    assert defaults["image_pull_policy"] == "Never"
-    assert defaults["auto_remove"] is True
-    assert defaults["mem_limit"] == env_value(stack.root / ".env", "FLOW_RUN_MEMORY_LIMIT")
-    # Secrets stay out of the template (the UI shows it): flow containers read the mounted .env.
+    job = pool["base_job_template"]["job_configuration"]
+    assert job["networks"] == [stack.project]
+    assert job["volumes"] == [f"{stack.root}/flows:/opt/prefect/flows:ro", f"{stack.project}-data:/data"]
+    assert job["image"] == stack.image("prefect-deploy")
+    assert job["image_pull_policy"] == "Never"
+    assert job["auto_remove"] is True
+    variables = pool["base_job_template"]["variables"]
+    assert set(variables["properties"]) == {"name", "env", "labels", "mem_limit"}
+    assert variables["properties"]["mem_limit"]["default"] == env_value(
+        stack.root / ".env", "FLOW_RUN_MEMORY_LIMIT"
+    )
+    # Secrets stay out of the template (the UI shows it): the worker passes them at each run.
     assert env_value(stack.root / ".env", "POSTGRES_PASSWORD") not in json.dumps(pool)
+    assert env_value(stack.root / ".env", "PREFECT_API_AUTH_STRING") not in json.dumps(pool)
 
 
 def run_self_check(api: PrefectApi) -> tuple[dict, list[str]]:

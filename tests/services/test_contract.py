@@ -30,8 +30,11 @@ def test_flow_run_image_follows_the_contract() -> None:
     assert env["DATA_DIR"] == contract.DATA_DIR
     assert env["PREFECT_LOCAL_STORAGE_PATH"] == contract.RESULTS_DIR
     assert env["PYTHONPATH"] == str(PurePosixPath(contract.FLOWS_DIR).parent)  # `import flows` works
-    assert f"WORKDIR {contract.FLOWS_DIR}" in FLOW_RUNNER
-    assert f"mkdir -p {contract.FLOWS_DIR} {contract.DATA_DIR}" in FLOW_RUNNER
+    assert f"WORKDIR {contract.SCRATCH_DIR}" in FLOW_RUNNER
+    assert f"mkdir -p {contract.FLOWS_DIR} {contract.DATA_DIR} {contract.SCRATCH_DIR}" in FLOW_RUNNER
+    assert f"USER {contract.FLOW_UID}" in FLOW_RUNNER
+    assert contract.FLOW_RUN_COMMAND.split()[-1] == "/opt/platform/services/flow_runner/engine.py"
+    assert "COPY services/ /opt/platform/services/" in FLOW_RUNNER
     for dockerfile in (FLOW_RUNNER, PLATFORM):
         assert f"useradd --uid {contract.FLOW_UID} " in dockerfile
 
@@ -42,6 +45,7 @@ def test_compose_mounts_follow_the_contract() -> None:
     assert f"./flows:{contract.FLOWS_DIR}:ro" in services["prefect-deploy"]["volumes"]
     assert f"data:{contract.DATA_DIR}" in services["prefect-init"]["volumes"]
     assert services["prefect-deploy"]["user"] == str(contract.FLOW_UID)
+    assert f"./.env:{contract.SETTINGS_FILE}:ro" in services["prefect-worker"]["volumes"]
     # The fixed names flow-run containers use to join the network and mount the volume.
     project = "${COMPOSE_PROJECT_NAME}"
     assert compose["networks"]["platform"]["name"] == contract.network_name(project)

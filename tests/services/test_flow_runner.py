@@ -1,4 +1,9 @@
-"""services/flow_runner/entrypoint.py: how flow-run containers read the mounted settings file."""
+"""services/flow_runner/engine.py: the flow-run command, against a real Prefect server.
+
+The engine runs as a subprocess exactly as in a flow-run container: the deployment's pull step
+enters the (here: temporary) code folder, the flow is loaded from it, and the run continues in an
+empty scratch folder. A flow that cannot be imported ends Failed naming its file and line.
+"""
 
 from __future__ import annotations
 
@@ -6,47 +11,117 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from uuid import UUID
 
-from scripts.lib.envfile import parse
+import pytest
+from prefect import flow
+from prefect.client.orchestration import get_client
+from prefect.settings import PREFECT_API_URL
+
+from services.flow_code import code_location
 from tests.support import REPO
 
-ENTRYPOINT = REPO / "services" / "flow_runner" / "entrypoint.py"
+ENGINE = REPO / "services" / "flow_runner" / "engine.py"
+pytestmark = pytest.mark.timeout(300)
+
+WRITER = """\
+from pathlib import Path
+from prefect import flow
+
+@flow
+def writer() -> str:
+    Path("out.txt").write_text("written")  # relative: lands in the working directory
+    return str(Path.cwd())
+"""
+BROKEN = """\
+from prefect import flow
+
+import helper_that_does_not_exist  # line 3
+
+@flow
+def broken() -> None: ...
+"""
 
 
-def test_parse_handles_comments_quotes_export_and_empty_values() -> None:
-    text = "# c\nA=1\nexport B='two words'\nC=\"x=y\"\nEMPTY=\n  \nnot a line\nA=2\n"
-    assert parse(text) == {"A": "2", "B": "two words", "C": "x=y", "EMPTY": ""}
+@flow
+def placeholder() -> None:
+    """Only names the flow the deployments belong to."""
 
 
-def test_settings_reach_the_command_but_not_the_database_password(tmp_path: Path) -> None:
-    settings = tmp_path / "platform.env"
-    settings.write_text("SNOWFLAKE_PASSWORD=sf\nPOSTGRES_PASSWORD=pg\nWAREHOUSE=snowflake\n")
+def test_code_location_names_the_innermost_frame_in_the_code_folder(tmp_path: Path) -> None:
+    code = tmp_path / "flows"
+    code.mkdir()
+    (code / "bad.py").write_text("x = 1\ndef f():\n    raise ValueError('boom')\n")
+    namespace: dict[str, object] = {}
+    exec(compile((code / "bad.py").read_text(), str(code / "bad.py"), "exec"), namespace)  # noqa: S102
+    with pytest.raises(ValueError) as raised:
+        namespace["f"]()  # type: ignore[operator]
+    assert code_location(raised.value, code) == "flows/bad.py, line 3"
+    syntax = SyntaxError("invalid syntax", (str(code / "s.py"), 7, 1, "def (", 7, 2))
+    assert code_location(syntax, code) == "flows/s.py, line 7"
+    assert code_location(RuntimeError("x"), code) == "no frame in flows/"
+
+
+def run_deployment_in_engine(code: Path, scratch: Path, entrypoint: str, flow_name: str) -> dict:
+    async def create() -> UUID:
+        async with get_client() as client:
+            flow_id = await client.create_flow_from_name(flow_name)
+            deployment_id = await client.create_deployment(
+                flow_id=flow_id,
+                name=f"engine-test-{flow_name}",
+                entrypoint=entrypoint,
+                pull_steps=[{"prefect.deployments.steps.set_working_directory": {"directory": str(code)}}],
+            )
+            return (await client.create_flow_run_from_deployment(deployment_id)).id
+
+    import anyio
+
+    run_id = anyio.run(create)
     env = {
         **os.environ,
-        "PLATFORM_SETTINGS_FILE": str(settings),
-        "WAREHOUSE": "duckdb",
-        "RUN_AS_UID": str(os.getuid()),
+        "PREFECT_API_URL": PREFECT_API_URL.value(),
+        "PLATFORM_SCRATCH_DIR": str(scratch),
+        "PREFECT__FLOW_RUN_ID": str(run_id),
     }
-    env.pop("SNOWFLAKE_PASSWORD", None)
-    env.pop("POSTGRES_PASSWORD", None)
-    script = (
-        "import os; e = os.environ;"
-        "print(e.get('SNOWFLAKE_PASSWORD'), e.get('POSTGRES_PASSWORD'), e['WAREHOUSE'])"
+    result = subprocess.run(
+        [sys.executable, str(ENGINE)], cwd=REPO, env=env, capture_output=True, text=True, timeout=240
     )
-    out = subprocess.run(
-        [sys.executable, str(ENTRYPOINT), sys.executable, "-c", script],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()
-    # The file fills what is missing; the job template's own value (WAREHOUSE) wins.
-    assert out == ["sf", "None", "duckdb"]
+
+    async def read() -> dict:
+        async with get_client() as client:
+            run = await client.read_flow_run(run_id)
+            return {"state": run.state, "returncode": result.returncode, "stderr": result.stderr}
+
+    return anyio.run(read)
 
 
-def test_missing_settings_file_is_fine_and_no_command_is_an_error(tmp_path: Path) -> None:
-    env = {**os.environ, "PLATFORM_SETTINGS_FILE": str(tmp_path / "absent"), "RUN_AS_UID": str(os.getuid())}
-    script = [sys.executable, str(ENTRYPOINT)]
-    assert subprocess.run([*script, "true"], env=env).returncode == 0
-    result = subprocess.run(script, env=env, capture_output=True, text=True)
-    assert result.returncode != 0 and "no command" in result.stderr
+def test_a_flow_writes_relative_paths_into_its_scratch_folder_not_the_code(
+    prefect_server: None, tmp_path: Path
+) -> None:
+    code, scratch = tmp_path / "flows", tmp_path / "scratch"
+    code.mkdir()
+    scratch.mkdir()
+    (code / "writer.py").write_text(WRITER)
+    code.chmod(0o555)  # read-only, like the mount in the stack
+    try:
+        outcome = run_deployment_in_engine(code, scratch, "writer.py:writer", "writer")
+    finally:
+        code.chmod(0o755)
+    assert outcome["state"].is_completed(), (outcome["state"], outcome["stderr"][-3000:])
+    assert (scratch / "out.txt").read_text() == "written"
+    assert not (code / "out.txt").exists()
+
+
+def test_a_flow_that_cannot_be_imported_fails_naming_its_file_and_line(
+    prefect_server: None, tmp_path: Path
+) -> None:
+    code, scratch = tmp_path / "flows", tmp_path / "scratch"
+    code.mkdir()
+    scratch.mkdir()
+    (code / "broken.py").write_text(BROKEN)
+    outcome = run_deployment_in_engine(code, scratch, "broken.py:broken", "broken")
+    state = outcome["state"]
+    assert state.is_failed(), (state, outcome["stderr"][-3000:])
+    assert "flows/broken.py, line 3: ModuleNotFoundError" in state.message, state.message
+    assert "helper_that_does_not_exist" in state.message
+    assert outcome["returncode"] != 0

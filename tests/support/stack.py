@@ -88,7 +88,11 @@ class Stack:
         return self.run("./scripts/up")
 
     def down(self) -> None:
+        images = json.loads(self.compose("config", "--format", "json", check=False).stdout or "{}")
+        built = {svc["image"] for svc in images.get("services", {}).values() if "build" in svc}
         self.compose("down", "-v", "--remove-orphans", "--timeout", "10", check=False)
+        # This project's own images (their layers are shared with other stacks' and stay cached).
+        subprocess.run(["docker", "image", "rm", *sorted(built)], capture_output=True, check=False)
 
     def dump_diagnostics(self) -> str:
         ps = self.compose("ps", "-a", check=False).stdout
