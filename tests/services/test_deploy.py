@@ -50,7 +50,7 @@ def test_an_entrypoint_that_cannot_be_imported_is_named_with_file_and_line(tmp_p
         {
             "ok.py": GREETER,
             "broken.py": broken,
-            "needs.py": "import not_installed_anywhere\nfrom prefect import flow\n\n\n@flow\ndef f() -> None: ...\n",
+            "needs.py": "import not_installed_anywhere\n" + GREETER.replace("greet", "f"),
         },
         ["ok.py:greet", "broken.py:f", "needs.py:f"],
     )
