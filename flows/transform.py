@@ -1,9 +1,9 @@
-"""Builds the dbt shop project (flows/dbt/shop) with prefect-dbt's PrefectDbtRunner: one task per node.
+"""The elt flow's transform: the shop project (flows/dbt/shop) built into analytics_<source>.
 
-``dbt build`` runs models and their tests in dependency order; a failing test fails the build,
-skips what depends on it, and fails this task with the test's name in the message. dbt writes its
-target/ and logs/ under DATA_DIR (flows/ is read-only in the stack); keeping target/ between runs
-lets dbt parse partially, which is most of a small project's start-up time.
+``dbt build`` runs models and their tests in dependency order, each node a Prefect task run under
+this task (flows/dbt_runner.py); a failing test fails the build, skips what depends on it, and
+fails this task naming the test. The project runs from its workspace under DATA_DIR/dbt/shop/
+(flows/dbt_project.py), with target/ kept per warehouse target and schema so dbt parses partially.
 
 The whole build is cached on (raw data version, dbt project files, target, schemas): re-running
 with no new raw load and no project change reuses the previous result instead of rebuilding.
@@ -11,10 +11,7 @@ with no new raw load and no project change reuses the previous result instead of
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import os
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -22,36 +19,22 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.cache_policies import INPUTS, TASK_SOURCE
 
+from flows.dbt_project import PROJECTS_DIR
 from flows.retry import retry_on_transient_error
-from flows.settings import EltSettings
 from flows.warehouses import Warehouse
 
-DBT_PROJECT_DIR = Path(__file__).resolve().parent / "dbt" / "shop"
+SHOP_PROJECT = "shop"
+DBT_PROJECT_DIR = PROJECTS_DIR / SHOP_PROJECT
 
 
 def dbt_project_hash(project_dir: Path = DBT_PROJECT_DIR) -> str:
-    """Hash of every file the build depends on, so an edited model invalidates the cache."""
+    """Hash of the project's files and the platform's profile: an edit invalidates the cache."""
     digest = hashlib.sha256()
-    for path in sorted(project_dir.rglob("*")):
+    for path in [PROJECTS_DIR / "profiles.yml", *sorted(project_dir.rglob("*"))]:
         if path.is_file() and path.suffix in {".sql", ".yml", ".yaml", ".csv", ".md"}:
-            digest.update(str(path.relative_to(project_dir)).encode())
+            digest.update(str(path.relative_to(PROJECTS_DIR)).encode())
             digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
-
-
-@contextlib.contextmanager
-def _environment(values: dict[str, str]) -> Iterator[None]:
-    """Sets variables for the dbt invocation (profiles.yml reads them) and restores them after."""
-    saved = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def _mart_relations(manifest: Any) -> dict[str, str]:
@@ -82,33 +65,22 @@ def mart_row_counts(warehouse: Warehouse, relations: dict[str, str]) -> dict[str
 def run_dbt_build(
     warehouse: Warehouse, raw_schema: str, analytics_schema: str, full_refresh: bool = False
 ) -> dict[str, Any]:
-    """``dbt build`` of the whole project; returns node statuses and mart row counts."""
-    from prefect_dbt import PrefectDbtRunner, PrefectDbtSettings
+    """``dbt build`` of the shop project; returns node statuses and the marts' relations."""
+    from flows.dbt_build import run_project
 
-    work = EltSettings.from_env().dbt_work_dir(DBT_PROJECT_DIR.name, warehouse.dbt_target, analytics_schema)
-    settings = PrefectDbtSettings(
-        project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR, target_path=work / "target"
+    outcome = run_project(
+        SHOP_PROJECT,
+        warehouse,
+        "build",
+        analytics_schema,
+        options=["--full-refresh"] if full_refresh else [],
+        extra_env={"ELT_RAW_SCHEMA": raw_schema},
     )
-    runner = PrefectDbtRunner(settings=settings, raise_on_failure=True)
-    # No ANSI colours: dbt's lines become Prefect log records, shown as text in the UI.
-    args = ["--no-use-colors", "build", "--target", warehouse.dbt_target, "--log-path", str(work / "logs")]
-    if full_refresh:
-        args.append("--full-refresh")
-    env = {**warehouse.dbt_env(), "ELT_RAW_SCHEMA": raw_schema, "ELT_ANALYTICS_SCHEMA": analytics_schema}
-    try:
-        with _environment(env):
-            result = runner.invoke(args)
-    finally:
-        warehouse.release()
-    statuses: dict[str, int] = {}
-    for node_result in result.result.results:
-        status = str(node_result.status)
-        statuses[status] = statuses.get(status, 0) + 1
     return {
         "target": warehouse.dbt_target,
         "schema": analytics_schema,
-        "node_statuses": statuses,
-        "marts": _mart_relations(runner.manifest),
+        "node_statuses": dict(outcome.statuses),
+        "marts": _mart_relations(outcome.manifest),
     }
 
 
