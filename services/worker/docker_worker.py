@@ -118,7 +118,9 @@ class PlatformDockerWorker(DockerWorker):
             ),
             work_pool_filter=WorkPoolFilter(name=WorkPoolFilterName(any_=[self._work_pool_name])),
         )
-        started = [run for run in runs if run.start_time is not None and run.infrastructure_pid]
+        # Any run with a container, started or not: one cancelled while its engine was starting
+        # sees Cancelling, exits, and would otherwise stay Cancelling for good.
+        started = [run for run in runs if run.infrastructure_pid]
         for run in started:
             await self._stop_and_mark_cancelled(run)
         return started

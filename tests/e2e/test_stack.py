@@ -313,6 +313,48 @@ def test_init_is_idempotent(stack: Stack, api: PrefectApi) -> None:
     assert snapshot(api) == before
 
 
+def test_host_cli_talks_to_the_stack(stack: Stack) -> None:
+    listed = stack.run("./scripts/prefect", "deployment", "ls").stdout
+    assert "elt/daily" in listed and "platform-check/self-check" in listed, listed
+    assert env_value(stack.root / ".env", "PREFECT_API_AUTH_STRING").split(":")[1] not in listed
+
+
+def test_deploy_refuses_a_flow_that_cannot_be_imported_and_keeps_the_deployments(
+    stack: Stack, api: PrefectApi
+) -> None:
+    spec = stack.root / "flows" / "prefect.yaml"
+    original = spec.read_text()
+    (stack.root / "flows" / "half_written.py").write_text(
+        "from prefect import flow\nimport pandas_but_misspelled\n\n\n@flow\ndef half() -> None: ...\n"
+    )
+    spec.write_text(
+        original.replace(
+            "deployments:\n",
+            "deployments:\n  - name: half\n    entrypoint: half_written.py:half\n"
+            "    work_pool: *stack_pool\n",
+            1,
+        )
+    )
+    try:
+        before = api.count("deployments")
+        result = stack.run("./scripts/deploy", check=False)
+        assert result.returncode != 0
+        assert "flows/half_written.py, line 2: ModuleNotFoundError" in result.stderr, result.stderr
+        assert api.count("deployments") == before, "nothing may be registered"
+    finally:
+        spec.write_text(original)
+        (stack.root / "flows" / "half_written.py").unlink()
+    assert "deployments registered" in stack.run("./scripts/deploy").stdout
+
+
+def test_unknown_parameters_are_refused_when_the_run_is_created(api: PrefectApi) -> None:
+    deployment = api.deployment("elt", "daily")
+    response = api.http.post(
+        f"/deployments/{deployment['id']}/create_flow_run", json={"parameters": {"full_refrsh": True}}
+    )
+    assert response.status_code == 409 and "full_refrsh" in response.text, response.text
+
+
 SINK = """
 import http.server, sys
 class Sink(http.server.BaseHTTPRequestHandler):
