@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.stack import PrefectApi, Stack, copy_checkout, env_value
+from tests.support.stack import PrefectApi, Stack, copy_checkout, env_value, running
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1500)]
 
@@ -85,16 +85,8 @@ def stack(
     root = tmp_path_factory.mktemp("clone")
     copy_checkout(root)
     (root / "flows" / "probe.py").write_text(PROBE)
-    stack = Stack(root)
-    try:
-        stack.up()
+    with running(Stack(root), request) as stack:
         yield stack
-    finally:
-        if request.module.__dict__.get("_any_test_failed"):
-            capture = request.config.pluginmanager.getplugin("capturemanager")
-            with capture.global_and_fixture_disabled():  # type: ignore[union-attr]
-                print(stack.dump_diagnostics())
-        stack.down()
 
 
 @pytest.fixture(scope="module")

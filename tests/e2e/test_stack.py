@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.support.stack import PrefectApi, Stack, copy_checkout, env_value
+from tests.support.stack import PrefectApi, Stack, copy_checkout, env_value, running
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1500)]
 
@@ -27,17 +27,8 @@ def stack(
 ) -> Iterator[Stack]:
     root = tmp_path_factory.mktemp("clone")
     copy_checkout(root)
-    stack = Stack(root)
-    stack.started_at = time.time()  # type: ignore[attr-defined]
-    try:
-        stack.up_result = stack.up()  # type: ignore[attr-defined]
+    with running(Stack(root), request) as stack:
         yield stack
-    finally:
-        if request.module.__dict__.get("_any_test_failed") or not hasattr(stack, "up_result"):
-            capture = request.config.pluginmanager.getplugin("capturemanager")
-            with capture.global_and_fixture_disabled():  # type: ignore[union-attr]
-                print(stack.dump_diagnostics())
-        stack.down()
 
 
 @pytest.fixture(scope="module")

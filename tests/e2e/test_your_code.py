@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support.stack import PrefectApi, Stack, copy_checkout
+from tests.support.stack import PrefectApi, Stack, copy_checkout, running
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(2400)]
 
@@ -52,16 +52,8 @@ def first(
 ) -> Iterator[Stack]:
     root = tmp_path_factory.mktemp("clone")
     copy_checkout(root)
-    stack = Stack(root)
-    try:
-        stack.up()
+    with running(Stack(root), request) as stack:
         yield stack
-    finally:
-        if request.module.__dict__.get("_any_test_failed"):
-            capture = request.config.pluginmanager.getplugin("capturemanager")
-            with capture.global_and_fixture_disabled():  # type: ignore[union-attr]
-                print(stack.dump_diagnostics())
-        stack.down()
 
 
 def test_a_new_flow_with_a_new_dependency_runs_after_the_three_documented_steps(first: Stack) -> None:

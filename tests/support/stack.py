@@ -6,6 +6,7 @@ running stack or .env, and `./scripts/up` runs there exactly as on a fresh clone
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -13,6 +14,7 @@ import socket
 import subprocess
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -164,3 +166,19 @@ class PrefectApi:
 
     def count(self, resource: str) -> int:
         return self.post(f"/{resource}/count")
+
+
+@contextlib.contextmanager
+def running(stack: Stack, request: Any) -> Iterator[Stack]:
+    """``stack`` brought up with ./scripts/up for a test module, its diagnostics printed when the
+    start or any test of the module failed, and taken down (volumes and its images) after."""
+    stack.started_at = time.time()  # type: ignore[attr-defined]
+    try:
+        stack.up_result = stack.up()  # type: ignore[attr-defined]
+        yield stack
+    finally:
+        if request.module.__dict__.get("_any_test_failed") or not hasattr(stack, "up_result"):
+            capture = request.config.pluginmanager.getplugin("capturemanager")
+            with capture.global_and_fixture_disabled():
+                print(stack.dump_diagnostics())
+        stack.down()
