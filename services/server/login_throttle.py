@@ -24,6 +24,8 @@ from collections import deque
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from services.server.login_alerts import alert_blocked
+
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -95,6 +97,8 @@ class LoginThrottle:
             self.record_failure(address, self.clock())
 
     def record_failure(self, address: str, now: float) -> None:
+        # Every failure, with its address (the log line has the time): for an operator or fail2ban.
+        logger.info("failed authentication from %s", address)
         if address not in self.failures and len(self.failures) >= MAX_TRACKED_ADDRESSES:
             self.forget_old(now)
         times = self.failures.setdefault(address, deque(maxlen=self.max_failures))
@@ -109,6 +113,7 @@ class LoginThrottle:
                 self.window,
                 self.window,
             )
+            alert_blocked(address, self.max_failures, self.window)
 
     def forget_old(self, now: float) -> None:
         for address in [a for a, t in self.failures.items() if not t or now - t[-1] > self.window]:
