@@ -304,6 +304,21 @@ def test_init_is_idempotent(stack: Stack, api: PrefectApi) -> None:
     assert snapshot(api) == before
 
 
+def test_up_never_generates_a_password_the_existing_database_does_not_know(stack: Stack) -> None:
+    env_file = stack.root / ".env"
+    saved = env_file.read_text()
+    env_file.unlink()  # e.g. a fresh clone pointed at the same project, or a lost .env
+    try:
+        result = stack.run("./scripts/up", check=False)
+        assert result.returncode != 0
+        assert "POSTGRES_PASSWORD is missing from .env" in result.stderr, result.stderr
+        assert f"{stack.project}_postgres-data exists" in result.stderr, result.stderr
+        assert not env_file.exists(), "nothing may be generated"
+    finally:
+        env_file.write_text(saved)
+        env_file.chmod(0o600)
+
+
 def test_host_cli_talks_to_the_stack(stack: Stack) -> None:
     listed = stack.run("./scripts/prefect", "deployment", "ls").stdout
     assert "elt/daily" in listed and "platform-check/self-check" in listed, listed
