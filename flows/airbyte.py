@@ -1,4 +1,5 @@
-"""Airbyte syncs: triggers a sync of an Airbyte connection through Airbyte's public API and waits for it.
+"""Airbyte syncs (flow ``airbyte``, deployment ``airbyte/sync``): triggers a sync of an Airbyte
+connection through Airbyte's public API and waits for it.
 
 The same code serves Airbyte Cloud and self-managed Airbyte; only the URL differs. Settings are read
 with ``CredentialResolver`` (the AwsSecret block, then the environment), at every run:
@@ -477,7 +478,7 @@ def run_airbyte_sync(
 
 
 @flow(
-    name="airbyte-sync",
+    name="airbyte",
     on_cancellation=[cancel_airbyte_jobs],
     on_crashed=[cancel_airbyte_jobs],
     log_prints=True,

@@ -348,7 +348,7 @@ def _artifact(result: dict[str, Any], top: list[tuple], relation: str, top_n: in
     )
 
 
-@flow(name="customer_scores", log_prints=True)
+@flow(name="customer-scores", log_prints=True)
 def customer_scores(
     analytics_schema: str = "analytics_demo", horizon_days: int = 30, top_n: int = 10
 ) -> dict:

@@ -1,4 +1,4 @@
-"""The airbyte-sync flow against a local stand-in of Airbyte's public API (tests/support/airbyte_standin.py):
+"""The airbyte flow against a local stand-in of Airbyte's public API (tests/support/airbyte_standin.py):
 job outcomes, the timeout and its cancel, transient vs permanent HTTP errors, both auth modes, the hooks."""
 
 from __future__ import annotations

@@ -4,7 +4,9 @@ Endpoints (as self-managed Airbyte serves them; Cloud serves the same under its 
 ``POST /api/v1/applications/token``, ``POST /api/public/v1/jobs``, ``GET /api/public/v1/jobs``,
 ``GET|DELETE /api/public/v1/jobs/{jobId}``. Each connection has a script: the statuses that
 successive GETs of its job return (the last one repeats, so ``["running"]`` is a job that hangs).
-``faults`` injects error statuses for the next matching requests.
+``faults`` injects error statuses for the next matching requests. ``on_success`` stands in for
+the destination: called with the job when a connection's job first reports ``succeeded`` (e.g. to
+write the synced tables into the test's warehouse).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import json
 import secrets
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -44,6 +46,7 @@ class Job:
     created: datetime
     polls: int = 0
     cancelled: bool = False
+    delivered: bool = False  # on_success ran
 
     @property
     def status(self) -> str:
@@ -81,6 +84,7 @@ class AirbyteStandin:
     calls: list[Call] = field(default_factory=list)
     jobs: dict[int, Job] = field(default_factory=dict)
     issued_tokens: list[str] = field(default_factory=list)
+    on_success: dict[str, Callable[[Job], None]] = field(default_factory=dict)  # connection id -> loader
     server_url: str = ""
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -174,6 +178,10 @@ class AirbyteStandin:
             if method == "GET":
                 if job.status not in _TERMINAL:
                     job.polls += 1
+                if job.status == "succeeded" and not job.delivered:
+                    job.delivered = True
+                    if loader := self.on_success.get(job.connection_id):
+                        loader(job)
                 return 200, job.response()
             if method == "DELETE":
                 job.cancelled = True
