@@ -17,7 +17,10 @@ features as of ``as_of``. The demo shop's orders are drawn at random, so on it t
 baseline only modestly (MAE ~192 vs ~210): the metrics say so, and the mechanics are what the demo
 shows.
 
-The scores replace ``<analytics_schema>.customer_scores`` atomically (DuckDB: one transaction;
+The run holds the warehouse's write lock (``elt-warehouse-<kind>``, as ``elt`` does) from reading the
+marts to writing the scores: it never reads marts an ELT run is rebuilding, and on DuckDB (one
+writer per file) it never collides with another run's open file. The scores replace
+``<analytics_schema>.customer_scores`` atomically (DuckDB: one transaction;
 Snowflake: a new table swapped in), so readers see the previous scores or the new ones, never a
 mix, and a failed write leaves the previous table. The read marts and the written table are
 Prefect assets keyed like prefect-dbt keys the dbt models (``duckdb://<db>/<schema>/<table>``), so
@@ -37,8 +40,11 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.assets import add_asset_metadata, materialize
 from prefect.cache_policies import NO_CACHE
+from prefect.concurrency.sync import concurrency
 
+from flows.settings import EltSettings
 from flows.warehouses import Warehouse, resolve_warehouse
+from flows.warehouses.lock import ensure_warehouse_lock
 
 MARTS = ("fct_orders", "customer_lifetime_value")
 SCORES_TABLE = "customer_scores"
@@ -369,33 +375,35 @@ def customer_scores(
     if not 1 <= horizon_days <= 365 or top_n < 1:
         raise ValueError(f"horizon_days must be 1-365 and top_n at least 1, got {horizon_days} and {top_n}.")
     warehouse = resolve_warehouse()
+    lock_timeout = EltSettings.from_env().lock_timeout_seconds
     logger.info("Scoring customers from %s in %s", analytics_schema, warehouse.describe())
     timings: dict[str, float] = {}
+    lock = ensure_warehouse_lock(warehouse.kind)
+    with concurrency(lock, occupy=1, timeout_seconds=lock_timeout, strict=True):
+        started = time.perf_counter()
+        data = read_marts(warehouse, analytics_schema, horizon_days)
+        timings["read_seconds"] = round(time.perf_counter() - started, 3)
 
-    started = time.perf_counter()
-    data = read_marts(warehouse, analytics_schema, horizon_days)
-    timings["read_seconds"] = round(time.perf_counter() - started, 3)
+        started = time.perf_counter()
+        model = train_and_score(data["train_x"], data["train_y"], data["score_x"])
+        timings["train_seconds"] = round(time.perf_counter() - started, 3)
 
-    started = time.perf_counter()
-    model = train_and_score(data["train_x"], data["train_y"], data["score_x"])
-    timings["train_seconds"] = round(time.perf_counter() - started, 3)
-
-    relations: Relations = data["relations"]
-    as_of: date = data["as_of"]
-    ranked = sorted(
-        zip(data["customers"], model["scores"], data["score_x"], strict=True), key=lambda r: (-r[1], r[0])
-    )
-    rows = [
-        (cid, rank, score, int(x[0]), round(x[1], 2), int(x[3]), as_of, horizon_days)
-        for rank, (cid, score, x) in enumerate(ranked, start=1)
-    ]
-    relation = relations.of(SCORES_TABLE)
-    asset_key = relations.asset_key(warehouse, SCORES_TABLE)
-    started = time.perf_counter()
-    write_scores.with_options(
-        assets=[asset_key], asset_deps=[relations.asset_key(warehouse, t) for t in MARTS]
-    )(warehouse, relation, rows, asset_key, model["metrics"])
-    timings["write_seconds"] = round(time.perf_counter() - started, 3)
+        relations: Relations = data["relations"]
+        as_of: date = data["as_of"]
+        ranked = sorted(
+            zip(data["customers"], model["scores"], data["score_x"], strict=True), key=lambda r: (-r[1], r[0])
+        )
+        rows = [
+            (cid, rank, score, int(x[0]), round(x[1], 2), int(x[3]), as_of, horizon_days)
+            for rank, (cid, score, x) in enumerate(ranked, start=1)
+        ]
+        relation = relations.of(SCORES_TABLE)
+        asset_key = relations.asset_key(warehouse, SCORES_TABLE)
+        started = time.perf_counter()
+        write_scores.with_options(
+            assets=[asset_key], asset_deps=[relations.asset_key(warehouse, t) for t in MARTS]
+        )(warehouse, relation, rows, asset_key, model["metrics"])
+        timings["write_seconds"] = round(time.perf_counter() - started, 3)
 
     result = {
         "table": relation,

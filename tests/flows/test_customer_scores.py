@@ -4,6 +4,7 @@ deterministic, atomic replacement of the scores table, assets connecting to dbt'
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
@@ -130,3 +131,23 @@ def test_bad_parameters_fail_before_reading(warehouse: DuckWarehouse) -> None:
     assert state.is_failed() and "analytics_schema must be a plain SQL identifier" in state.message
     state = customer_scores(horizon_days=0, return_state=True)
     assert state.is_failed() and "horizon_days must be 1-365" in state.message
+
+
+def test_waits_for_the_warehouse_lock_and_gives_up_without_writing(
+    marts: DuckWarehouse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from prefect.concurrency.sync import concurrency
+
+    from flows.warehouses.lock import ensure_warehouse_lock
+
+    monkeypatch.setenv("ELT_LOCK_TIMEOUT_SECONDS", "2")
+    started = time.monotonic()
+    # An ELT run holds the lock (writing the marts) for longer than this run will wait.
+    with concurrency(ensure_warehouse_lock("duckdb"), occupy=1, strict=True):
+        state = customer_scores(return_state=True)
+
+    assert state.is_failed(), state.message
+    assert time.monotonic() - started >= 2
+    assert marts.query(
+        "select count(*) from information_schema.tables where table_name = 'customer_scores'"
+    ) == [(0,)]
