@@ -202,6 +202,8 @@ main() {
   configure_log_rotation
   STEP="installing the systemd unit"
   "$INSTALL_DIR/scripts/bootstrap/install-systemd-unit" "$INSTALL_DIR" "$SERVICE_USER"
+  STEP="installing the daily backup timer"
+  "$INSTALL_DIR/scripts/bootstrap/install-backup-timer" "$INSTALL_DIR" "$SERVICE_USER"
 
   if [[ $START_STACK == true ]]; then
     STEP="starting the stack (scripts/up)"

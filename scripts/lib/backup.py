@@ -5,16 +5,18 @@
     ./scripts/backup --no-upload       skip the S3 copy even when BACKUP_S3_URI is set
     ./scripts/backup --notify-on-failure  post a failure to ALERT_WEBHOOK_URL (the systemd timer)
 
-Order: Prefect's database (pg_dump, custom format: one consistent snapshot, the stack keeps
-running), then the data volume streamed by prefect-ops while it holds the warehouse's write lock
-(an ELT run in progress finishes first; one that starts meanwhile waits), then the manifest. Then
+Order: prefect-ops takes the warehouse's write lock (an ELT run in progress finishes first; one
+that starts meanwhile waits), checkpoints DuckDB and streams the data volume; then, still under
+the lock, Prefect's database is dumped (pg_dump, custom format, one consistent snapshot), so no ELT
+run lands between the two copies; then the lock is released and the manifest written. Then
 retention (the newest BACKUP_KEEP archives of this project stay) and the optional S3 upload with
-server-side encryption. A run of the ELT is never interrupted; the worker keeps running.
+server-side encryption. No run is interrupted; the worker keeps running.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import os
@@ -87,32 +89,47 @@ def dump_database(stack: Stack, dest: Path) -> None:
         )
 
 
-def copy_data_volume(stack: Stack, writer: ArchiveWriter, lock: bool) -> dict[str, int]:
-    """Streams prefect-ops' tar of the data volume into the archive under data/."""
-    args = ["data-snapshot", "--lock-timeout", str(stack.int_setting("ELT_LOCK_TIMEOUT_SECONDS", 3600, 1))]
-    if not lock:
-        args.append("--no-lock")
-    # prefect-ops' progress (stderr) goes straight to the operator.
-    process = subprocess.Popen(
-        stack.ops_args(*args), cwd=stack.root, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL
-    )
-    files = data_bytes = 0
-    try:
-        with tarfile.open(fileobj=process.stdout, mode="r|") as stream:
-            for member in stream:
-                info = copy.copy(member)
-                info.name = DATA_PREFIX + member.name
-                writer.add_stream(info, stream.extractfile(member) if member.isreg() else None)
-                if member.isreg():
-                    files += 1
-                    data_bytes += member.size
-    except (tarfile.TarError, OSError) as exc:
-        process.kill()
-        process.wait()
-        raise OpsError(f"copying the data volume failed (prefect-ops above; {exc})") from exc
-    if process.wait() != 0:
-        raise OpsError("copying the data volume failed: see the prefect-ops lines above")
-    return {"files": files, "bytes": data_bytes}
+class DataSnapshot:
+    """prefect-ops streaming the data volume while it holds the warehouse lock; the lock is held
+    until ``release`` (the database is dumped meanwhile), or until the container dies."""
+
+    def __init__(self, stack: Stack, lock: bool) -> None:
+        timeout = stack.int_setting("ELT_LOCK_TIMEOUT_SECONDS", 3600, 1)
+        args = ["data-snapshot", "--hold", "--lock-timeout", str(timeout), *([] if lock else ["--no-lock"])]
+        # prefect-ops' progress (stderr) goes straight to the operator.
+        self.process = subprocess.Popen(
+            stack.ops_args(*args), cwd=stack.root, stdout=subprocess.PIPE, stdin=subprocess.PIPE
+        )
+
+    def copy_into(self, writer: ArchiveWriter) -> dict[str, int]:
+        """Copies the stream into the archive under data/; returns the file count and bytes."""
+        files = data_bytes = 0
+        try:
+            with tarfile.open(fileobj=self.process.stdout, mode="r|") as stream:
+                for member in stream:
+                    info = copy.copy(member)
+                    info.name = DATA_PREFIX + member.name
+                    writer.add_stream(info, stream.extractfile(member) if member.isreg() else None)
+                    if member.isreg():
+                        files += 1
+                        data_bytes += member.size
+        except (tarfile.TarError, OSError) as exc:
+            raise OpsError(f"copying the data volume failed (prefect-ops above; {exc})") from exc
+        if self.process.poll() not in (None, 0):
+            raise OpsError("copying the data volume failed: see the prefect-ops lines above")
+        return {"files": files, "bytes": data_bytes}
+
+    def release(self) -> None:
+        """Lets prefect-ops release the lock and exit; raises when it failed."""
+        if self.process.stdin and not self.process.stdin.closed:
+            self.process.stdin.close()
+        try:
+            code = self.process.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            code = self.process.wait()
+        if code != 0:
+            raise OpsError("copying the data volume failed: see the prefect-ops lines above")
 
 
 def prune(directory: Path, project: str, keep: int) -> list[Path]:
@@ -160,18 +177,26 @@ def run(stack: Stack, with_secrets: bool = False, upload_to_s3: bool = True) -> 
     writer: ArchiveWriter | None = None
     try:
         log(f"backing up project {stack.project} into {final}")
-        facts = json.loads(stack.psql(COUNTS_SQL))
         image = stack.built_images().get("prefect-server", "")
         prefect_version = stack.image_prefect_version(image) if image else ""
-        log("dumping Prefect's database (pg_dump, custom format)")
-        dump = work / "prefect.dump"
-        dump_database(stack, dump)
-        log(f"database dump: {human(dump.stat().st_size)} ({facts['flow_runs']} flow runs)")
         writer = ArchiveWriter(final)
+        log("copying the data volume (DuckDB warehouse with dlt's state, results)")
+        snapshot = DataSnapshot(stack, lock)
+        try:
+            data = snapshot.copy_into(writer)
+            # Still under the warehouse lock: no ELT run lands between the two copies.
+            log("dumping Prefect's database (pg_dump, custom format)")
+            facts = json.loads(stack.psql(COUNTS_SQL))
+            dump = work / "prefect.dump"
+            dump_database(stack, dump)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                snapshot.release()
+            raise
+        snapshot.release()
+        log(f"database dump: {human(dump.stat().st_size)} ({facts['flow_runs']} flow runs)")
         writer.add_file(dump, POSTGRES_DUMP)
         dump.unlink()
-        log("copying the data volume (DuckDB warehouse with dlt's state, results)")
-        data = copy_data_volume(stack, writer, lock)
         if with_secrets:
             writer.add_file(stack.root / ".env", ENV_MEMBER)
         manifest = writer.close(

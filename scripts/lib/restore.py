@@ -215,8 +215,7 @@ def restore(stack: Stack, archive: Path, timeout: float = 900) -> dict[str, Any]
     ensure_env(stack, archive, manifest)
     # What exists now, before anything below creates a volume: a failed restore returns to it.
     was_running = stack.running()
-    volumes = {key: stack.volume_name(key) for key in ("postgres-data", "data")}
-    existed = {key: stack.volume_exists(name) for key, name in volumes.items()}
+    existed = stack.project_volumes()
     restore_id = datetime.now(timezone.utc).strftime("%Y%m%d%H%M%S")  # noqa: UP017 - Python 3.9
     progress = Progress()
     try:
@@ -259,7 +258,7 @@ def restore(stack: Stack, archive: Path, timeout: float = 900) -> dict[str, Any]
     except BaseException as exc:
         log(f"FAILED: {exc}")
         log("returning the platform to where it was")
-        _roll_back(stack, restore_id, progress, was_running, existed, volumes, timeout)
+        _roll_back(stack, restore_id, progress, was_running, existed, timeout)
         if isinstance(exc, OpsError):
             raise OpsError(f"{exc} (the platform is as it was before the restore)") from None
         raise
@@ -276,8 +275,7 @@ def _roll_back(
     restore_id: str,
     progress: Progress,
     was_running: list[str],
-    existed: dict[str, bool],
-    volumes: dict[str, str],
+    existed: set[str],
     timeout: float,
 ) -> None:
     """Returns the platform to where it was; each step runs even when an earlier one failed."""
@@ -299,9 +297,9 @@ def _roll_back(
     if progress.data_staged:
         label = "putting the previous data back" if progress.data_swapped else "discarding the staged data"
         steps.append((label, lambda: stack.ops("data-unswap", restore_id)))
-    if not all(existed.values()):
-        created = [name for key, name in volumes.items() if not existed[key]]
-        steps.append(("removing what the restore created", lambda: _remove_stack(stack, created)))
+    created = stack.project_volumes() - existed
+    if created:  # the stack was wiped (or never started): it goes back to having no data
+        steps.append(("removing what the restore created", lambda: _remove_stack(stack, sorted(created))))
     elif any(name in was_running for name in DATABASE_CLIENTS):
         steps.append(("starting the stack as it was", lambda: stack.wait_healthy([], timeout)))
     elif touched and "postgres" not in was_running:

@@ -109,10 +109,13 @@ class S3:
     ) -> Any:
         to_sign, url = self.urls(key, query)
         sha = hashlib.sha256(body).hexdigest() if body else EMPTY_SHA256
+        headers = dict(headers or {})
+        if method in ("PUT", "POST"):  # else urllib sends form-urlencoded, which servers may parse
+            headers.setdefault("Content-Type", "application/octet-stream")
         signed = sign(
             method,
             to_sign,
-            {**(headers or {}), "x-amz-content-sha256": sha},
+            {**headers, "x-amz-content-sha256": sha},
             body,
             self.credentials,
             self.region,
@@ -163,7 +166,8 @@ class S3:
                 f"<Part><PartNumber>{n}</PartNumber><ETag>{etag}</ETag></Part>" for n, etag in parts
             )
             xml = f'<CompleteMultipartUpload xmlns="{NS[1:-1]}">{body}</CompleteMultipartUpload>'.encode()
-            with self.request("POST", key, f"uploadId={upload_id}", body=xml) as answer:
+            complete = {"Content-Type": "application/xml"}
+            with self.request("POST", key, f"uploadId={upload_id}", body=xml, headers=complete) as answer:
                 result = answer.read()
             if b"<Error>" in result:  # S3 may answer 200 with an error body here
                 raise S3Error(

@@ -131,6 +131,11 @@ class Stack:
     def volume_name(self, key: str) -> str:
         return str(self.config()["volumes"][key].get("name") or f"{self.project}_{key}")
 
+    def project_volumes(self) -> set[str]:
+        """Names of this project's volumes that exist (compose labels them, fixed names included)."""
+        label = f"label=com.docker.compose.project={self.project}"
+        return set(self.run(["docker", "volume", "ls", "-q", "--filter", label]).stdout.split())
+
     def volume_exists(self, name: str) -> bool:
         return self.run(["docker", "volume", "inspect", name], check=False).returncode == 0
 

@@ -23,6 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     snap = sub.add_parser("data-snapshot", help="tar stream of the data volume on stdout")
     snap.add_argument("--lock-timeout", type=float, default=3600, help="seconds to wait for the lock")
     snap.add_argument("--no-lock", action="store_true", help="server and worker are stopped")
+    snap.add_argument("--hold", action="store_true", help="keep the lock until stdin ends")
     for name in ("data-stage", "data-swap", "data-unswap", "data-finish"):
         sub.add_parser(name).add_argument("restore_id")
     settle = sub.add_parser("settle-runs", help="crash runs left unfinished, free held slots")
@@ -42,8 +43,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "data-snapshot":
             from services.ops.data_volume import snapshot
 
-            snapshot(sys.stdout.buffer, data_dir, None if args.no_lock else args.lock_timeout)
-            sys.stdout.buffer.flush()
+            lock_timeout = None if args.no_lock else args.lock_timeout
+            snapshot(sys.stdout.buffer, data_dir, lock_timeout, sys.stdin.buffer if args.hold else None)
         elif args.command == "data-stage":
             from services.ops.data_volume import stage
 

@@ -24,7 +24,7 @@ import shutil
 import tarfile
 import time
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from services.contract import DATA_DIR
 from services.ops import log
@@ -57,7 +57,7 @@ def backed_up_entries(data_dir: Path) -> list[Path]:
     )
 
 
-def _open_duckdb(path: Path, read_only: bool) -> object:
+def _open_duckdb(path: Path, read_only: bool) -> Any:
     import duckdb
 
     deadline = time.monotonic() + OPEN_RETRY_SECONDS
@@ -66,22 +66,26 @@ def _open_duckdb(path: Path, read_only: bool) -> object:
             return duckdb.connect(
                 str(path), read_only=read_only, config={"memory_limit": "128MB", "threads": 1}
             )
-        except duckdb.IOException as exc:
-            if "lock" not in str(exc).lower() or time.monotonic() > deadline:
+        except duckdb.Error as exc:
+            locked = "lock" in str(exc).lower()
+            if locked and time.monotonic() < deadline:
+                time.sleep(1)
+                continue
+            if locked:
                 raise DataVolumeError(
                     f"cannot open the warehouse {path}: {exc}. A process outside the ELT holds it open "
                     "(every writer must take the warehouse lock, README 'Flows'); stop it and retry."
                 ) from exc
-            time.sleep(1)
+            raise DataVolumeError(f"{path} is not a usable DuckDB database: {exc}") from exc
 
 
 def checkpoint(path: Path) -> None:
     """Folds DuckDB's write-ahead log into the database file, so the file alone is the database."""
     connection = _open_duckdb(path, read_only=False)
     try:
-        connection.execute("CHECKPOINT")  # type: ignore[attr-defined]
+        connection.execute("CHECKPOINT")
     finally:
-        connection.close()  # type: ignore[attr-defined]
+        connection.close()
     wal = path.with_name(path.name + ".wal")
     if wal.exists():
         raise DataVolumeError(f"{wal} still exists after a checkpoint: another process writes the warehouse")
@@ -110,11 +114,12 @@ def write_tar(out: BinaryIO, data_dir: Path) -> int:
     return files
 
 
-def snapshot(out: BinaryIO, data_dir: Path, lock_timeout: float | None) -> None:
+def snapshot(out: BinaryIO, data_dir: Path, lock_timeout: float | None, hold: BinaryIO | None = None) -> None:
     """Writes the volume's tar stream to ``out``, the warehouse consistent (see module docstring).
 
-    ``lock_timeout`` None: take no lock, for a stack whose server and worker are stopped (nothing
-    can run, and the lock lives in the server).
+    ``hold``: after the stream, keep the lock until this input ends (the backup dumps Prefect's
+    database meanwhile, so no ELT run lands between the two copies). ``lock_timeout`` None: take no
+    lock, for a stack whose server and worker are stopped (nothing can run; the lock lives there).
     """
     warehouse = warehouse_file()
     if data_dir not in warehouse.parents:
@@ -123,16 +128,19 @@ def snapshot(out: BinaryIO, data_dir: Path, lock_timeout: float | None) -> None:
         if lock_timeout is not None:
             log("waiting for the warehouse's write lock (an ELT run in progress finishes first)")
             name = held.enter_context(holding_warehouse_lock("duckdb", lock_timeout))
-            log(f"holding {name}: no run writes the warehouse until the copy is done")
+            log(f"holding {name}: no run writes the warehouse until the backup is done")
         before = None
         if warehouse.is_file() and data_dir in warehouse.parents:
             checkpoint(warehouse)
             before = _fingerprint(warehouse)
         files = write_tar(out, data_dir)
+        out.flush()
         if before is not None and _fingerprint(warehouse) != before:
             raise DataVolumeError(f"{warehouse} changed during the copy: a writer ignores the lock")
-    size = f", warehouse {before[0]} bytes" if before else ", no warehouse file"
-    log(f"data volume: {files} files{size}")
+        size = f", warehouse {before[0]} bytes" if before else ", no warehouse file"
+        log(f"data volume copied: {files} files{size}")
+        if hold is not None:
+            hold.read()  # until the backup closes it
 
 
 def _check_member(member: tarfile.TarInfo) -> None:
@@ -170,9 +178,11 @@ def stage(inp: BinaryIO, data_dir: Path, restore_id: str) -> int:
         warehouse = target / warehouse.relative_to(data_dir)
         connection = _open_duckdb(warehouse, read_only=True)
         try:
-            tables = connection.execute("SELECT count(*) FROM duckdb_tables()").fetchone()[0]  # type: ignore[attr-defined]
+            tables = connection.execute("SELECT count(*) FROM duckdb_tables()").fetchone()[0]
+        except Exception as exc:
+            raise DataVolumeError(f"the archive's warehouse is not a usable DuckDB database: {exc}") from exc
         finally:
-            connection.close()  # type: ignore[attr-defined]
+            connection.close()
         log(f"staged warehouse opens: {tables} tables")
     log(f"staged {files} files in {target}")
     return files

@@ -30,5 +30,6 @@ def holding_warehouse_lock(kind: str, timeout_seconds: float) -> Iterator[str]:
     # Created with one slot when missing, exactly as the ELT does (no ELT may have run yet).
     with get_client(sync_client=True) as client, contextlib.suppress(ObjectAlreadyExists):
         client.upsert_global_concurrency_limit_by_name(name, limit=1)
-    with concurrency(name, occupy=1, timeout_seconds=timeout_seconds, strict=True):
+    # A 60 s lease (renewed while held), like the ELT's: a killed backup frees the slot within a minute.
+    with concurrency(name, occupy=1, timeout_seconds=timeout_seconds, lease_duration=60, strict=True):
         yield name
