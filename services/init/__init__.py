@@ -4,6 +4,7 @@ Runs on the platform image (Prefect and prefect-docker only, no flow code):
 1. the shared data volume is owned by the flow user (data_volume);
 2. the Docker work pool exists with services/work_pools/docker.json, rendered with this stack's
    settings (work_pool);
+   and, when ECS_WORK_POOL_NAME is set, the ECS pool with services/work_pools/ecs.json (ecs_pool);
 3. the automations exist: alert on failed/crashed runs when ALERT_WEBHOOK_URL is set, and mark
    runs whose heartbeat stopped as crashed (automations).
 Registering the deployments of flows/prefect.yaml imports the team's code, so it is a separate

@@ -9,6 +9,7 @@ from prefect.client.orchestration import get_client
 from services.init import log, setting
 from services.init.automations import ensure_automations
 from services.init.data_volume import prepare_data_volume
+from services.init.ecs_pool import ensure_ecs_pool
 from services.init.work_pool import ensure_work_pool
 
 
@@ -16,6 +17,7 @@ def main() -> None:
     prepare_data_volume()
     with get_client(sync_client=True) as client:
         ensure_work_pool(client)
+        ensure_ecs_pool(client)  # only when ECS_WORK_POOL_NAME is set
         ensure_automations(client)
     log(f"done {json.dumps({'pool': setting('PREFECT_WORK_POOL_NAME')})}")
 

@@ -20,16 +20,21 @@ def desired_job_template(pool_type: str = "docker") -> dict[str, Any]:
 
 
 def ensure_work_pool(client: Any) -> None:
-    name = setting("PREFECT_WORK_POOL_NAME")
-    template = desired_job_template()
+    upsert_work_pool(client, setting("PREFECT_WORK_POOL_NAME"), "docker", desired_job_template())
+
+
+def upsert_work_pool(client: Any, name: str, pool_type: str, template: dict[str, Any]) -> None:
+    """The pool ``name`` exists with ``template``: created, updated, or left as it is."""
     try:
         pool = client.read_work_pool(name)
     except ObjectNotFound:
-        client.create_work_pool(WorkPoolCreate(name=name, type="docker", base_job_template=template))
-        log(f"work pool {name!r} created (type docker)")
+        client.create_work_pool(WorkPoolCreate(name=name, type=pool_type, base_job_template=template))
+        log(f"work pool {name!r} created (type {pool_type})")
         return
-    if pool.type != "docker":
-        sys.exit(f"prefect-init: work pool {name!r} exists with type {pool.type!r}, not docker; delete it")
+    if pool.type != pool_type:
+        sys.exit(
+            f"prefect-init: work pool {name!r} exists with type {pool.type!r}, not {pool_type}; delete it"
+        )
     if pool.base_job_template == template:
         log(f"work pool {name!r} unchanged")
         return

@@ -83,32 +83,6 @@ output "ecr_login_command" {
   value       = "aws ecr get-login-password --region ${local.region} | docker login --username AWS --password-stdin ${split("/", aws_ecr_repository.flow_runner.repository_url)[0]}"
 }
 
-output "ecs_work_pool_job_variables" {
-  description = "Values for the ECS work pool's base job template (prefect-aws ECS worker job variables)."
-  value = {
-    cluster                   = aws_ecs_cluster.this.arn
-    launch_type               = "FARGATE"
-    image                     = local.flow_run_image
-    cpu                       = var.flow_run_cpu
-    memory                    = var.flow_run_memory
-    task_role_arn             = aws_iam_role.flow_run_task.arn
-    execution_role_arn        = aws_iam_role.runtime_execution.arn
-    vpc_id                    = local.vpc_id
-    configure_cloudwatch_logs = true
-    cloudwatch_logs_options = {
-      awslogs-group        = aws_cloudwatch_log_group.this["flow-runs"].name
-      awslogs-region       = local.region
-      awslogs-create-group = "false"
-    }
-    network_configuration = {
-      subnets        = local.task_subnet_ids
-      securityGroups = [aws_security_group.runtime.id]
-      assignPublicIp = var.assign_public_ip ? "ENABLED" : "DISABLED"
-    }
-    env = { PREFECT_API_URL = local.internal_api_url }
-  }
-}
-
 output "server_service_name" {
   description = "ECS service of the Prefect server."
   value       = module.server.service_name
@@ -132,4 +106,25 @@ output "db_secret_arn" {
 output "load_balancer_dns_name" {
   description = "DNS name of the load balancer (point public_hostname here)."
   value       = module.alb.dns_name
+}
+
+output "ecs_pool_settings" {
+  description = "The ECS_* settings of .env (see .env.example) for prefect-init to register the ECS work pool with services/work_pools/ecs.json."
+  value = {
+    ECS_WORK_POOL_NAME      = var.work_pool_name
+    ECS_REGION              = local.region
+    ECS_CLUSTER             = aws_ecs_cluster.this.arn
+    ECS_FLOW_RUN_IMAGE      = local.flow_run_image
+    ECS_TASK_ROLE_ARN       = aws_iam_role.flow_run_task.arn
+    ECS_EXECUTION_ROLE_ARN  = aws_iam_role.runtime_execution.arn
+    ECS_VPC_ID              = local.vpc_id
+    ECS_SUBNETS             = join(",", local.task_subnet_ids)
+    ECS_SECURITY_GROUPS     = aws_security_group.runtime.id
+    ECS_ASSIGN_PUBLIC_IP    = var.assign_public_ip ? "ENABLED" : "DISABLED"
+    ECS_CPU                 = tostring(var.flow_run_cpu)
+    ECS_MEMORY              = tostring(var.flow_run_memory)
+    ECS_LOG_GROUP           = aws_cloudwatch_log_group.this["flow-runs"].name
+    ECS_PREFECT_API_URL     = local.internal_api_url
+    ECS_API_AUTH_SECRET_ARN = module.api_auth.arn
+  }
 }

@@ -164,7 +164,7 @@ variable "worker_memory" {
 }
 
 variable "work_pool_name" {
-  description = "Name of the ECS work pool the worker polls (created by the worker if missing, with Prefect's default template)."
+  description = "Name of the ECS work pool the worker polls; prefect-init registers it with services/work_pools/ecs.json from the ecs_pool_settings output."
   type        = string
   default     = "ecs-pool"
   validation {

@@ -309,16 +309,24 @@ def test_ecs_worker_may_pass_only_the_flow_run_roles(ecs_stack: Applied) -> None
     )
 
 
-def test_ecs_pool_job_variables_name_what_was_created(ecs_stack: Applied) -> None:
-    variables = ecs_stack.outputs["ecs_work_pool_job_variables"]
+def test_ecs_pool_settings_are_what_the_init_needs_and_name_what_was_created(ecs_stack: Applied) -> None:
+    from services.init import ecs_pool
+
+    settings = ecs_stack.outputs["ecs_pool_settings"]
+    assert set(settings) == set(ecs_pool.SETTINGS)
+    values = ecs_pool.ecs_values(settings)  # the init accepts them as they are
+    template = ecs_pool.ecs_job_template(values)
+    defaults = {k: v.get("default") for k, v in template["variables"]["properties"].items()}
     ecr = ecs_stack.aws("ecr").describe_repositories(repositoryNames=["prefect-demo/flow-runner"])
-    assert variables["image"] == f"{ecr['repositories'][0]['repositoryUri']}:0.1.0"
-    assert variables["cluster"] == ecs_stack.outputs["cluster_arn"]
-    subnets = ecs_stack.aws("ec2").describe_subnets(SubnetIds=variables["network_configuration"]["subnets"])
-    assert {s["VpcId"] for s in subnets["Subnets"]} == {variables["vpc_id"]}
+    assert defaults["image"] == f"{ecr['repositories'][0]['repositoryUri']}:0.1.0"
+    assert defaults["cluster"] == ecs_stack.outputs["cluster_arn"]
+    subnets = ecs_stack.aws("ec2").describe_subnets(SubnetIds=defaults["network_configuration"]["subnets"])
+    assert {s["VpcId"] for s in subnets["Subnets"]} == {defaults["vpc_id"]}
     logs = ecs_stack.aws("logs").describe_log_groups(logGroupNamePrefix="/ecs/prefect-demo/")["logGroups"]
-    assert variables["cloudwatch_logs_options"]["awslogs-group"] in {g["logGroupName"] for g in logs}
-    assert variables["env"] == {"PREFECT_API_URL": ecs_stack.outputs["prefect_api_url"]}
+    assert defaults["cloudwatch_logs_options"]["awslogs-group"] in {g["logGroupName"] for g in logs}
+    assert defaults["env"]["PREFECT_API_URL"] == ecs_stack.outputs["prefect_api_url"]
+    assert defaults["prefect_api_auth_string_secret_arn"] == ecs_stack.outputs["api_auth_secret_arn"]
+    assert settings["ECS_WORK_POOL_NAME"] == ecs_stack.outputs["work_pool_name"]
 
 
 def test_ecs_destroy_leaves_nothing(ecs_stack: Applied) -> None:
