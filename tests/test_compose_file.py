@@ -93,6 +93,13 @@ def test_every_service_is_guarded(config: dict[str, Any]) -> None:
     }
 
 
+def test_the_oom_killer_takes_a_flow_run_before_any_service(config: dict[str, Any]) -> None:
+    from services.worker.job_policy import OOM_SCORE_ADJ
+
+    scores = {name: svc.get("oom_score_adj", 0) for name, svc in config["services"].items()}
+    assert OOM_SCORE_ADJ == 1000 and max(scores.values()) <= 0, scores
+
+
 def test_long_running_memory_fits_a_2_gib_host(config: dict[str, Any]) -> None:
     limits = sum(int(config["services"][name]["mem_limit"]) for name in LONG_RUNNING)
     assert limits <= 1024 * 1024**2, "long-running services may not claim more than 1 GiB of a 2 GiB host"

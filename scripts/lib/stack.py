@@ -120,13 +120,16 @@ class Stack:
         return list(self.config()["services"])
 
     def built_images(self, active_only: bool = False) -> dict[str, str]:
-        """Service -> image of the services built from docker/ (the images an upgrade replaces);
-        every profile's unless ``active_only``."""
+        """Service -> image of the services that run an image built from docker/ (the images an
+        upgrade replaces); every profile's unless ``active_only``."""
         if active_only:
             config = self.config()
         else:
             config = json.loads(self.compose("--profile", "*", "config", "--format", "json").stdout)
-        return {name: svc["image"] for name, svc in config["services"].items() if svc.get("build")}
+        services = config["services"]
+        # One service builds each image; the others that run it name it (docker-compose.yml).
+        built = {svc["image"] for svc in services.values() if svc.get("build")}
+        return {name: svc["image"] for name, svc in services.items() if svc.get("image") in built}
 
     def volume_name(self, key: str) -> str:
         return str(self.config()["volumes"][key].get("name") or f"{self.project}_{key}")

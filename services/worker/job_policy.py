@@ -32,6 +32,9 @@ BUILT_SETTINGS = frozenset(
     }
 )  # fmt: skip
 PIDS_LIMIT = 512
+# When the host runs out of memory, the kernel kills the process with the highest OOM score: at the
+# maximum, a flow run goes before any service (they keep 0: docker-compose.yml), whatever its size.
+OOM_SCORE_ADJ = 1000
 MEMORY = re.compile(r"^(\d+)([bkmg]?)$", re.IGNORECASE)
 UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
 
@@ -120,8 +123,9 @@ class JobPolicy:
 
     def harden(self, settings: dict[str, Any], defaults: Mapping[str, str]) -> dict[str, Any]:
         """The settings with what the platform fixes: the flow user, no capabilities, no privilege
-        gain, no swap beyond the memory limit, a pids limit; ``defaults`` (the platform's settings)
-        under the job's environment, which may override them except for reserved names."""
+        gain, no swap beyond the memory limit, a pids limit, the first place in the host's OOM
+        killer's queue; ``defaults`` (the platform's settings) under the job's environment, which
+        may override them except for reserved names."""
         mem_limit = memory_bytes(settings.get("mem_limit"), "mem_limit")
         return {
             **settings,
@@ -130,6 +134,7 @@ class JobPolicy:
             "cap_drop": ["ALL"],
             "security_opt": ["no-new-privileges:true"],
             "pids_limit": PIDS_LIMIT,
+            "oom_score_adj": OOM_SCORE_ADJ,
             "mem_limit": mem_limit,
             "memswap_limit": mem_limit,
             "working_dir": contract.SCRATCH_DIR,

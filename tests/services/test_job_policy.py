@@ -8,7 +8,7 @@ import jsonschema
 import pytest
 
 from services.work_pools import job_template, template_values
-from services.worker.job_policy import JobPolicy, JobRefused
+from services.worker.job_policy import OOM_SCORE_ADJ, JobPolicy, JobRefused
 from services.worker.settings import flow_settings
 
 SETTINGS = {
@@ -46,6 +46,36 @@ def test_the_pools_own_settings_pass_and_are_hardened() -> None:
     # The platform's settings are defaults under the job's environment.
     assert hardened["environment"]["WAREHOUSE"] == "duckdb"
     assert hardened["environment"]["PREFECT_API_URL"] == "http://prefect-server:4200/api"
+    # First in the OOM killer's queue, before any service (tests/test_compose_file.py).
+    assert hardened["oom_score_adj"] == OOM_SCORE_ADJ > 0
+
+
+# cgroup v2, else v1.
+MEMORY_LIMIT_OF_THE_CONTAINER = (
+    "cat /sys/fs/cgroup/memory.max 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes"
+)
+
+
+def test_the_engine_applies_what_harden_fixes(docker_engine: None) -> None:
+    """The hardened settings, as the worker hands them to docker-py, on a real container: the
+    kernel sees the flow user, the raised OOM score and the memory limit."""
+    import docker
+
+    hardened = POLICY.harden(dict(GOOD, mem_limit="64m"), {})
+    fixed = {key: hardened[key] for key in hardened if key not in GOOD or key == "mem_limit"}
+    fixed["working_dir"] = "/"  # the flow-run image has /scratch; this stand-in image has not
+    client = docker.from_env()
+    try:
+        output = client.containers.run(
+            "debian:bookworm-slim",
+            ["sh", "-c", f"id -u; cat /proc/self/oom_score_adj; {MEMORY_LIMIT_OF_THE_CONTAINER}"],
+            remove=True,
+            labels={"prefect-platform.test": "job-policy"},
+            **fixed,
+        )
+    finally:
+        client.close()
+    assert output.decode().split() == ["1000", str(OOM_SCORE_ADJ), str(64 * 1024**2)]
 
 
 @pytest.mark.parametrize(
