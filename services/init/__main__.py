@@ -10,6 +10,7 @@ from services.init import log, setting
 from services.init.automations import ensure_automations
 from services.init.data_volume import prepare_data_volume
 from services.init.ecs_pool import ensure_ecs_pool
+from services.init.result_storage import ensure_result_storage
 from services.init.work_pool import ensure_work_pool
 
 
@@ -19,6 +20,7 @@ def main() -> None:
         ensure_work_pool(client)
         ensure_ecs_pool(client)  # only when ECS_WORK_POOL_NAME is set
         ensure_automations(client)
+        ensure_result_storage(client)  # S3 when RESULTS_S3_URI is set, else the data volume
     log(f"done {json.dumps({'pool': setting('PREFECT_WORK_POOL_NAME')})}")
 
 
