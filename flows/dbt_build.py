@@ -1,4 +1,4 @@
-"""The ``dbt-build`` flow (deployment ``dbt/build``): any dbt project in flows/dbt/<name>/, built on
+"""The ``dbt`` flow (deployment ``dbt/build``): any dbt project in flows/dbt/<name>/, built on
 the platform's warehouse with every node a Prefect task run.
 
     uv run python -m flows.dbt_build shop                       # like `dbt build` in flows/dbt/shop
@@ -18,12 +18,12 @@ import os
 import re
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Literal
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
-from prefect.concurrency.sync import concurrency
 from prefect.tasks import exponential_backoff
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -31,7 +31,7 @@ from flows.dbt_project import DbtWorkspace, dbt_env, find_project
 from flows.retry import retry_on_transient_error
 from flows.settings import EltSettings, flow_timeout_seconds
 from flows.warehouses import Warehouse, resolve_warehouse
-from flows.warehouses.lock import ensure_warehouse_lock
+from flows.warehouses.lock import warehouse_lock
 
 Command = Literal["build", "run", "test", "seed", "snapshot"]
 FULL_REFRESH_COMMANDS = ("build", "run", "seed")
@@ -118,6 +118,7 @@ def run_project(
     options: list[str] | None = None,
     vars: Mapping[str, Any] | None = None,
     extra_env: Mapping[str, str] | None = None,
+    projects: Path | None = None,
 ) -> Any:
     """Links, profiles, installs packages and runs one dbt command of a project; returns DbtOutcome.
 
@@ -128,7 +129,7 @@ def run_project(
     from flows.dbt_runner import DbtInvocation, environment, run_dbt, run_deps, run_logger
 
     logger = run_logger()
-    workspace = DbtWorkspace.for_project(project, EltSettings.from_env().data_dir)
+    workspace = DbtWorkspace.for_project(project, EltSettings.from_env().data_dir, projects)
     workspace.prepare(warehouse.kind, schema, dbt_threads())
     env = dbt_env({**warehouse.dbt_env(), **(extra_env or {})})
     invocation = DbtInvocation(
@@ -141,7 +142,7 @@ def run_project(
     )
     try:
         with environment(env):
-            if workspace.install_packages(run_deps, dbt_version):
+            if workspace.install_packages(run_deps, dbt_version, invocation.run_dir / "logs"):
                 logger.info("Installed the packages of %s (%s)", project, workspace.packages_file)
             return run_dbt(invocation, command, options or [])
     finally:
@@ -149,7 +150,8 @@ def run_project(
 
 
 @task(
-    name="dbt",
+    name="dbt-command",
+    task_run_name="dbt {request.command} {request.project}",
     retries=2,
     retry_condition_fn=retry_on_transient_error,
     cache_policy=NO_CACHE,
@@ -179,7 +181,7 @@ def _artifact_key(project: str) -> str:
     return "dbt-" + re.sub(r"[^a-z0-9-]", "-", project.lower())
 
 
-@flow(name="dbt-build", timeout_seconds=flow_timeout_seconds())
+@flow(name="dbt", timeout_seconds=flow_timeout_seconds())
 def dbt_build(
     project: str,
     command: Command = "build",
@@ -221,8 +223,7 @@ def dbt_build(
         request.schema_name,
     )
     started = time.perf_counter()
-    lock = ensure_warehouse_lock(warehouse.kind)
-    with concurrency(lock, occupy=1, timeout_seconds=settings.lock_timeout_seconds, strict=True):
+    with warehouse_lock(warehouse.kind, settings.lock_timeout_seconds):
         summary = dbt_command.with_options(
             retry_delay_seconds=exponential_backoff(backoff_factor=settings.retry_backoff_seconds),
             timeout_seconds=settings.transform_timeout_seconds,
@@ -247,7 +248,7 @@ def main() -> None:
     import argparse
     import json
 
-    parser = argparse.ArgumentParser(description="Run a dbt project of flows/dbt/ as the dbt-build flow.")
+    parser = argparse.ArgumentParser(description="Run a dbt project of flows/dbt/ as the dbt flow.")
     parser.add_argument("project")
     parser.add_argument("--command", default="build")
     parser.add_argument("--select")

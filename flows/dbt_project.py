@@ -45,21 +45,31 @@ class DbtProjectError(PermanentError, ValueError):
     """A dbt project is missing, malformed, or its packages cannot be installed."""
 
 
-def project_names(root: Path = PROJECTS_DIR) -> list[str]:
-    """The projects in ``root``: folders holding a dbt_project.yml."""
+def projects_dir(env: Mapping[str, str] | None = None) -> Path:
+    """DBT_PROJECTS_DIR, the folder of dbt projects (default flows/dbt)."""
+    value = ((os.environ if env is None else env).get("DBT_PROJECTS_DIR") or "").strip()
+    return Path(value).expanduser().resolve() if value else PROJECTS_DIR
+
+
+def project_names(root: Path | None = None) -> list[str]:
+    """The projects in ``root`` (default: projects_dir()): folders holding a dbt_project.yml."""
+    root = projects_dir() if root is None else root
     if not root.is_dir():
         return []
     return sorted(p.name for p in root.iterdir() if (p / "dbt_project.yml").is_file())
 
 
-def find_project(name: str, root: Path = PROJECTS_DIR) -> Path:
-    """flows/dbt/<name>; a missing or misspelt name fails naming the projects there are."""
+def find_project(name: str, root: Path | None = None) -> Path:
+    """<root>/<name> (default root: projects_dir()); a missing or misspelt name fails naming the
+    projects there are."""
+    root = projects_dir() if root is None else root
     if NAME.match(name) and (root / name / "dbt_project.yml").is_file():
         return root / name
     known = ", ".join(project_names(root)) or "none yet"
+    shown = "flows/dbt" if root == PROJECTS_DIR else str(root)
     raise DbtProjectError(
-        f"No dbt project {name!r} in flows/dbt/ (projects there: {known}). Pass one of those as "
-        f"`project`, or add a folder flows/dbt/{name}/ holding its dbt_project.yml."
+        f"No dbt project {name!r} in {shown}/ (projects there: {known}). Pass one of those as "
+        f"`project`, or add a folder {shown}/{name}/ holding its dbt_project.yml."
     )
 
 
@@ -110,7 +120,7 @@ class DbtWorkspace:
     root: Path
 
     @classmethod
-    def for_project(cls, name: str, data_dir: Path, projects: Path = PROJECTS_DIR) -> DbtWorkspace:
+    def for_project(cls, name: str, data_dir: Path, projects: Path | None = None) -> DbtWorkspace:
         return cls(source=find_project(name, projects), root=data_dir / "dbt" / name)
 
     @property
@@ -182,17 +192,19 @@ class DbtWorkspace:
         ):
             shutil.rmtree(farm / self.packages_dir_name)  # packages.yml was removed: drop what it installed
 
-    def install_packages(self, run_deps: Callable[[Path], None], dbt_version: str) -> bool:
+    def install_packages(
+        self, run_deps: Callable[[Path, Path], None], dbt_version: str, log_dir: Path
+    ) -> bool:
         """`dbt deps` when the package definition changed since the last install; True if it ran."""
         if self.packages_file is None:
             return False
         installed = self.project_dir / self.packages_dir_name
-        # The definition as dbt reads it (a rewritten copy or a link) and the committed lock, if any.
-        key = _hash_files([self.project_dir / self.packages_file, self.source / LOCK_FILE], extra=dbt_version)
+        # The project's own package definition and committed lock, if any, and dbt's version.
+        key = _hash_files([self.source / self.packages_file, self.source / LOCK_FILE], extra=dbt_version)
         marker = installed / DEPS_MARKER
         if marker.is_file() and marker.read_text() == key:
             return False
-        run_deps(self.project_dir)
+        run_deps(self.project_dir, log_dir)
         installed.mkdir(parents=True, exist_ok=True)
         marker.write_text(key)
         return True

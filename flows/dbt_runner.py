@@ -27,7 +27,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
@@ -105,8 +105,9 @@ def environment(values: Mapping[str, str]) -> Iterator[None]:
 
 def _global_flags() -> list[str]:
     # dbt's console output is off: its lines reach the console and the UI as Prefect log records
-    # (without ANSI colours). dbt's own debug log file is kept, as with bare dbt.
-    return ["--no-use-colors", "--log-level", "none"]
+    # (without ANSI colours). dbt's own log file (logs/dbt.log, debug level) is kept, as with bare
+    # dbt: it holds the SQL each node ran. (--log-level none alone would turn it off too.)
+    return ["--no-use-colors", "--log-level", "none", "--log-level-file", "debug"]
 
 
 def parse_project(invocation: DbtInvocation) -> tuple[Any, float]:
@@ -125,12 +126,12 @@ def parse_project(invocation: DbtInvocation) -> tuple[Any, float]:
     return result.result, time.perf_counter() - started
 
 
-def run_deps(project_dir: Path) -> None:
+def run_deps(project_dir: Path, log_dir: Path) -> None:
     """`dbt deps` of a project, its messages in the run's log; fails saying what packages need."""
     from dbt.cli.main import dbtRunner
 
     result = dbtRunner(callbacks=[ProjectLog(run_logger())]).invoke(
-        [*_global_flags(), "deps", "--project-dir", str(project_dir)]
+        [*_global_flags(), "deps", "--project-dir", str(project_dir), "--log-path", str(log_dir)]
     )
     if not result.success:
         raise DbtRunError(
@@ -364,7 +365,7 @@ class NodeTaskReporter:
             expected_start_time=node.started,
             start_time=node.started,
             end_time=end,
-            total_run_time=(end - node.started) if end and node.started else None,
+            total_run_time=(end - node.started) if end and node.started else timedelta(0),
         )
 
     def _emit_state(self, node: _Node, state: Any, initial: Any) -> None:

@@ -75,6 +75,7 @@ def run_dbt_build(
         analytics_schema,
         options=["--full-refresh"] if full_refresh else [],
         extra_env={"ELT_RAW_SCHEMA": raw_schema},
+        projects=PROJECTS_DIR,  # the platform's own project, wherever DBT_PROJECTS_DIR points
     )
     return {
         "target": warehouse.dbt_target,
