@@ -14,8 +14,15 @@ REPO_REF="${REPO_REF:-main}"
 SECRET_ID="${SECRET_ID:-prefect-platform/prod}"
 INSTALL_DIR="${INSTALL_DIR:-/opt/prefect-platform}"
 SERVICE_USER="${SERVICE_USER:-prefect}"
-# Host address the UI/API port is published on: 0.0.0.0 so the security group decides who gets in.
-PREFECT_BIND_ADDRESS="${PREFECT_BIND_ADDRESS:-0.0.0.0}"
+# Host address of the server's plain HTTP (UI/API): loopback. Other machines use HTTPS (below) or
+# SSM port forwarding; plain HTTP on the network would carry the password in clear.
+PREFECT_BIND_ADDRESS="${PREFECT_BIND_ADDRESS:-127.0.0.1}"
+# HTTPS: a DNS name pointing at this instance (its Elastic IP) and the ACME account's contact, here
+# or as keys of the secret. With a name the stack serves https://NAME with a Let's Encrypt
+# certificate (TLS_MODE=acme; the security group opens 80 and 443); without one the UI stays on
+# loopback and the bootstrap prints the SSM port-forwarding command to reach it.
+PUBLIC_HOSTNAME="${PUBLIC_HOSTNAME:-}"
+ACME_EMAIL="${ACME_EMAIL:-}"
 # API URL as the browser sees it; /api keeps working when the public IP changes (stop/start).
 PREFECT_UI_API_URL="${PREFECT_UI_API_URL:-/api}"
 # Swap: a file of SWAP_SIZE_MB on hosts with at most SWAP_WHEN_RAM_AT_MOST_MB of RAM (0 = never).
@@ -134,6 +141,9 @@ fetch_tarball() {
 write_env() {
   local settings=(--set "PREFECT_BIND_ADDRESS=$PREFECT_BIND_ADDRESS" --set "PREFECT_UI_API_URL=$PREFECT_UI_API_URL"
     --force "PLATFORM_DIR=$INSTALL_DIR")
+  # Only when given: an empty value here would hide the secret's.
+  [[ -z $PUBLIC_HOSTNAME ]] || settings+=(--set "PUBLIC_HOSTNAME=$PUBLIC_HOSTNAME")
+  [[ -z $ACME_EMAIL ]] || settings+=(--set "ACME_EMAIL=$ACME_EMAIL")
   if [[ -n $SECRET_ID ]]; then
     as_service_user python3 "$INSTALL_DIR/scripts/bootstrap/secrets-to-env" --secret-id "$SECRET_ID" \
       --env "$INSTALL_DIR/.env" --example "$INSTALL_DIR/.env.example" "${settings[@]}"
@@ -142,6 +152,28 @@ write_env() {
     as_service_user python3 "$INSTALL_DIR/scripts/lib/envfile.py" ensure \
       --env "$INSTALL_DIR/.env" --example "$INSTALL_DIR/.env.example" "${settings[@]}"
   fi
+}
+
+env_get() { python3 "$INSTALL_DIR/scripts/lib/envfile.py" get "$1" --env "$INSTALL_DIR/.env"; }
+
+# A public host name (from the user data or the secret) turns on HTTPS with Let's Encrypt, unless
+# .env already names another TLS mode (internal, files). Checked here, before any heavy install.
+configure_https() {
+  local hostname mode
+  hostname=$(env_get PUBLIC_HOSTNAME)
+  mode=$(env_get TLS_MODE)
+  if [[ -z $hostname ]]; then
+    log "HTTPS: no PUBLIC_HOSTNAME: the UI stays on this host (TLS_MODE=${mode:-off}), reached through SSM port forwarding"
+    return
+  fi
+  if [[ ${mode:-off} == off ]]; then
+    [[ -n $(env_get ACME_EMAIL) ]] ||
+      die "PUBLIC_HOSTNAME is $hostname but ACME_EMAIL is empty: set ACME_EMAIL (the Let's Encrypt account's contact) in the user data or the secret"
+    as_service_user python3 "$INSTALL_DIR/scripts/lib/envfile.py" ensure --env "$INSTALL_DIR/.env" \
+      --example "$INSTALL_DIR/.env.example" --force TLS_MODE=acme --force PREFECT_BIND_ADDRESS=127.0.0.1
+    mode=acme
+  fi
+  log "HTTPS: TLS_MODE=$mode for $hostname (the security group must open 443, and 80 for redirects and ACME)"
 }
 
 ensure_docker_group() {
@@ -167,11 +199,28 @@ configure_log_rotation() {
 }
 
 ui_url() {
-  local ip port
-  ip=$(python3 "$INSTALL_DIR/scripts/bootstrap/imds.py" public-ipv4 2>/dev/null || true)
-  [[ -n $ip ]] || ip=$(hostname -I 2>/dev/null | awk '{print $1}')
-  port=$(python3 "$INSTALL_DIR/scripts/lib/envfile.py" get PREFECT_HOST_PORT --env "$INSTALL_DIR/.env")
-  printf 'http://%s:%s' "${ip:-<this-host>}" "${port:-4200}"
+  local ip port hostname id
+  hostname=$(env_get PUBLIC_HOSTNAME)
+  if [[ $(env_get TLS_MODE) != off && -n $hostname ]]; then
+    port=$(env_get HTTPS_HOST_PORT)
+    if [[ ${port:-443} == 443 ]]; then printf 'https://%s' "$hostname"; else printf 'https://%s:%s' "$hostname" "$port"; fi
+    return
+  fi
+  port=$(env_get PREFECT_HOST_PORT)
+  port=${port:-4200}
+  case "$(env_get PREFECT_BIND_ADDRESS)" in
+    127.0.0.1 | localhost | ::1 | "")
+      id=$(python3 "$INSTALL_DIR/scripts/bootstrap/imds.py" instance-id 2>/dev/null || true)
+      printf 'http://localhost:%s through SSM port forwarding, from your machine: ' "$port"
+      printf 'aws ssm start-session --target %s --document-name AWS-StartPortForwardingSession' "${id:-<instance-id>}"
+      printf ' --parameters portNumber=%s,localPortNumber=%s' "$port" "$port"
+      ;;
+    *)
+      ip=$(python3 "$INSTALL_DIR/scripts/bootstrap/imds.py" public-ipv4 2>/dev/null || true)
+      [[ -n $ip ]] || ip=$(hostname -I 2>/dev/null | awk '{print $1}')
+      printf 'http://%s:%s' "${ip:-<this-host>}" "$port"
+      ;;
+  esac
 }
 
 main() {
@@ -191,6 +240,8 @@ main() {
   # Secrets come before any heavy install: a wrong SECRET_ID or role fails within seconds.
   STEP="writing $INSTALL_DIR/.env${SECRET_ID:+ from Secrets Manager}"
   write_env
+  STEP="configuring HTTPS"
+  configure_https
   STEP="installing Docker"
   "$INSTALL_DIR/scripts/bootstrap/install-docker"
   ensure_docker_group
@@ -216,7 +267,7 @@ main() {
   fi
   STEP="done"
   log "bootstrap complete. Prefect UI: $(ui_url)"
-  log "UI login: user and password are PREFECT_API_AUTH_STRING (user:password) in $INSTALL_DIR/.env;" \
+  log "UI login: type user:password, the whole value of PREFECT_API_AUTH_STRING in $INSTALL_DIR/.env;" \
     "read it with: sudo grep ^PREFECT_API_AUTH_STRING= $INSTALL_DIR/.env"
 }
 

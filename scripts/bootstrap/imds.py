@@ -5,8 +5,9 @@ IMDSv2 only: a session token from ``PUT /latest/api/token``, then the token on e
 endpoint comes from IMDS_ENDPOINT (or the SDKs' AWS_EC2_METADATA_SERVICE_ENDPOINT) so tests can
 point it at loopback.
 
-CLI (for shell callers): ``imds.py public-ipv4`` prints the instance's public IPv4, or nothing
-when it has none or IMDS does not answer (exit 0 either way: callers use it for messages only).
+CLI (for shell callers): ``imds.py public-ipv4`` prints the instance's public IPv4 (``instance-id``
+its id), or nothing when it has none or IMDS does not answer (exit 0 either way: callers use it for
+messages only).
 """
 
 from __future__ import annotations
@@ -123,11 +124,11 @@ class Imds:
 
 
 def main(argv: list[str]) -> int:
-    if argv != ["public-ipv4"]:
-        print("usage: imds.py public-ipv4", file=sys.stderr)
+    if argv not in (["public-ipv4"], ["instance-id"]):
+        print("usage: imds.py public-ipv4|instance-id", file=sys.stderr)
         return 2
     try:
-        print(Imds(endpoint_from_env(), attempts=1).get("public-ipv4") or "")
+        print(Imds(endpoint_from_env(), attempts=1).get(argv[0]) or "")
     except ImdsError:
         print("")
     return 0

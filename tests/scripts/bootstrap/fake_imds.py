@@ -18,6 +18,7 @@ class InstanceMetadata:
     region: str = "eu-west-1"
     role: str | None = "prefect-platform-instance"
     public_ipv4: str | None = "203.0.113.10"
+    instance_id: str = "i-0123456789abcdef0"
     access_key_id: str = "ASIAFAKEIMDSROLE0001"
     secret_access_key: str = "fake-imds-role-secret-key"
     session_token: str = "fake-imds-session-token"
@@ -25,7 +26,7 @@ class InstanceMetadata:
     requests: list[str] = field(default_factory=list)
 
     def values(self) -> dict[str, str]:
-        out = {"placement/region": self.region}
+        out = {"placement/region": self.region, "instance-id": self.instance_id}
         if self.public_ipv4:
             out["public-ipv4"] = self.public_ipv4
         if self.role:
