@@ -17,7 +17,6 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
-from prefect.concurrency.sync import concurrency
 from prefect.tasks import exponential_backoff
 
 from flows.params import EltRequest
@@ -25,7 +24,7 @@ from flows.settings import EltSettings, flow_timeout_seconds
 from flows.sources import SourceSettings
 from flows.sources.demo import DemoSource
 from flows.warehouses import Warehouse, resolve_warehouse
-from flows.warehouses.lock import ensure_warehouse_lock
+from flows.warehouses.lock import warehouse_lock
 
 
 def with_run_settings(task: Any, timeout_seconds: int, settings: EltSettings) -> Any:
@@ -113,8 +112,7 @@ def elt(
     logger.info("ELT of the %s source into %s", request.source.kind, warehouse.describe())
     ingest = with_run_settings(ingest_task, settings.ingest_timeout_seconds, settings)
 
-    lock = ensure_warehouse_lock(warehouse.kind)
-    with concurrency(lock, occupy=1, timeout_seconds=settings.lock_timeout_seconds, strict=True):
+    with warehouse_lock(warehouse.kind, settings.lock_timeout_seconds):
         started = time.perf_counter()
         load = ingest(request, warehouse)
         result: dict[str, Any] = {

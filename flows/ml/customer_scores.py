@@ -40,11 +40,10 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.assets import add_asset_metadata, materialize
 from prefect.cache_policies import NO_CACHE
-from prefect.concurrency.sync import concurrency
 
 from flows.settings import EltSettings
 from flows.warehouses import Warehouse, resolve_warehouse
-from flows.warehouses.lock import ensure_warehouse_lock
+from flows.warehouses.lock import warehouse_lock
 
 MARTS = ("fct_orders", "customer_lifetime_value")
 SCORES_TABLE = "customer_scores"
@@ -378,8 +377,7 @@ def customer_scores(
     lock_timeout = EltSettings.from_env().lock_timeout_seconds
     logger.info("Scoring customers from %s in %s", analytics_schema, warehouse.describe())
     timings: dict[str, float] = {}
-    lock = ensure_warehouse_lock(warehouse.kind)
-    with concurrency(lock, occupy=1, timeout_seconds=lock_timeout, strict=True):
+    with warehouse_lock(warehouse.kind, lock_timeout):
         started = time.perf_counter()
         data = read_marts(warehouse, analytics_schema, horizon_days)
         timings["read_seconds"] = round(time.perf_counter() - started, 3)

@@ -13,14 +13,22 @@ to Running. In Prefect 3.8 that wrapper process is what watches a *started* run 
 the worker itself only cancels runs that have not started. So this worker also polls for Cancelling
 runs of its pool that have a container, marks the run Cancelled and kills the container. Polling
 the pool, not a per-process list, also covers runs started before a worker restart.
+
+When a run's container dies, the worker says why in the Crashed state (out of memory, killed,
+stopped: services/worker/exits.py) and frees the warehouse lock the run held at once. At start and
+every 30 s it reconciles the pool's runs with the containers that exist (services/worker/reconcile.py):
+a run whose container is gone gets its true final state, so none stays Running for ever.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import warnings
+from datetime import UTC, datetime
 from typing import Any, Self
+from uuid import UUID
 
 from prefect.client.schemas.filters import (
     FlowRunFilter,
@@ -36,6 +44,10 @@ from prefect.utilities.engine import propose_state
 from prefect_docker.worker import DockerWorker, DockerWorkerJobConfiguration, DockerWorkerResult
 
 from services import contract
+from services.watchdog.docker_api import DockerApi
+from services.watchdog.revive import Reviver
+from services.worker import reconcile
+from services.worker.exits import container_exit, memory_limit_text
 from services.worker.job_policy import JobPolicy, JobRefused
 from services.worker.settings import flow_settings
 
@@ -52,6 +64,8 @@ class PlatformDockerWorker(DockerWorker):
     """DockerWorker that enforces the job policy and stops started runs that are being cancelled."""
 
     _cancel_task: asyncio.Task[None] | None = None
+    _reconcile_task: asyncio.Task[None] | None = None
+    _reconciler: reconcile.Reconciler | None = None
     policy: JobPolicy | None = None  # set by services/worker/__main__.py; None only in tests
     settings_file: str = contract.SETTINGS_FILE
 
@@ -64,13 +78,87 @@ class PlatformDockerWorker(DockerWorker):
         try:
             if self.policy is not None:
                 self.policy.check_job_variables(await self._job_variables(flow_run))
-            return await super().run(flow_run, configuration, task_status)
+            self.watching.add(flow_run.id)
+            await self._label_engine(flow_run)
+            result = await super().run(flow_run, configuration, task_status)
+            return await self._after_exit(flow_run, configuration, result)
         except JobRefused as refused:
             message = f"Refused by the platform's job policy: {refused}"
             self.get_flow_run_logger(flow_run).error(message)
             # Failed, not Crashed: the job asked for something the platform will not run.
             await propose_state(self.client, Failed(message=message), flow_run_id=flow_run.id)
             raise
+        finally:
+            self.watching.discard(flow_run.id)
+
+    async def _after_exit(
+        self, flow_run: FlowRun, configuration: DockerWorkerJobConfiguration, result: DockerWorkerResult
+    ) -> DockerWorkerResult:
+        """The container's true exit (prefect-docker may read a stale one), why it died in words for
+        the Crashed state, and the warehouse lock released at once if the run still holds it."""
+        since = (flow_run.start_time or flow_run.expected_start_time or datetime.now(UTC)).timestamp() - 60
+        container_id = str(result.identifier).rsplit(":", 1)[-1]
+        ended = await asyncio.to_thread(container_exit, self._get_client(), container_id, since)
+        if ended is None or ended.code is None or ended.code == 0:
+            return result
+        self.exit_explanations[flow_run.id] = (
+            f"{ended.explain(memory_limit_text(configuration.mem_limit))} (exit code {ended.code})"
+        )
+        try:
+            await reconcile.release_run_lock(
+                self.client, await self.client.read_flow_run(flow_run.id), self._logger
+            )
+        except Exception:  # the server is away: reconciling releases it once it is back
+            self._logger.exception("could not release the lock of flow run %r now", flow_run.name)
+        return DockerWorkerResult(status_code=ended.code, identifier=result.identifier)
+
+    async def _label_engine(self, flow_run: FlowRun) -> None:
+        """Names this Docker engine on the run, so reconciling on another host leaves it alone."""
+        try:
+            engine_id = (await self.reconciler()).engine_id
+            await self.client.update_flow_run_labels(flow_run.id, {reconcile.ENGINE_LABEL: engine_id})
+        except Exception:  # without it the run is still judged by its worker's name
+            self._logger.exception("could not label flow run %r with its Docker engine", flow_run.name)
+
+    async def _propose_crashed_state(self, flow_run: FlowRun, message: str, client: Any = None) -> None:
+        explanation = self.exit_explanations.pop(flow_run.id, None)
+        await super()._propose_crashed_state(flow_run, explanation or message, client)
+
+    @property
+    def watching(self) -> set[UUID]:
+        """Runs this worker is starting or watching: reconciling leaves them alone."""
+        return self.__dict__.setdefault("_watching", set())
+
+    @property
+    def exit_explanations(self) -> dict[UUID, str]:
+        return self.__dict__.setdefault("_exit_explanations", {})
+
+    async def reconciler(self) -> reconcile.Reconciler:
+        if self._reconciler is None:
+            self._reconciler = await asyncio.to_thread(
+                reconcile.Reconciler,
+                self.client,
+                self._get_client(),
+                self._work_pool_name,
+                self.name,
+                memory_limit_text(None),
+                self._logger,
+            )
+        return self._reconciler
+
+    async def _reconcile_forever(self) -> None:
+        # The watchdog revives this worker when it is killed; the worker revives the watchdog.
+        project = os.environ.get("COMPOSE_PROJECT_NAME", "")
+        watchdog = Reviver(DockerApi(), project, frozenset({"watchdog"}), log=self._logger.warning)
+        while True:
+            try:
+                busy = self.watching | set(self._submitting_flow_run_ids)
+                await (await self.reconciler()).reconcile(busy)
+                if project:
+                    await asyncio.to_thread(watchdog.revive)
+            except Exception:  # keep going through API or engine hiccups
+                self._logger.exception("reconciling flow runs failed; retrying")
+            await asyncio.sleep(reconcile.RECONCILE_SECONDS)
 
     async def _job_variables(self, flow_run: FlowRun) -> dict[str, Any]:
         """What the deployment and the run ask for, merged as Prefect merges them."""
@@ -94,13 +182,15 @@ class PlatformDockerWorker(DockerWorker):
     async def __aenter__(self) -> Self:
         worker = await super().__aenter__()
         self._cancel_task = asyncio.create_task(self._cancel_started_runs_forever())
+        self._reconcile_task = asyncio.create_task(self._reconcile_forever())
         return worker
 
     async def __aexit__(self, *exc_info: Any) -> None:
-        if self._cancel_task is not None:
-            self._cancel_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._cancel_task
+        for task in (self._cancel_task, self._reconcile_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await super().__aexit__(*exc_info)
 
     async def _cancel_started_runs_forever(self) -> None:
@@ -137,3 +227,5 @@ class PlatformDockerWorker(DockerWorker):
             )
         except InfrastructureNotFound:
             logger.info("The flow-run container is already gone")
+        # Killed at once, the run did not release its lock itself.
+        await reconcile.release_run_lock(self.client, flow_run, self._logger)

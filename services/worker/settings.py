@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from scripts.lib.envfile import parse
 from services import contract
+from services.ui_url import ui_url
 from services.work_pools import HEARTBEAT_SECONDS
 
 
@@ -21,6 +23,8 @@ def flow_settings(settings_file: str | Path) -> dict[str, str]:
         for key, value in values.items()
         if value and key not in contract.NOT_FOR_FLOWS and not contract.is_reserved_env(key)
     }
+    # Links in the run's logs (the warehouse lock names the run it waits for) open in a browser.
+    settings.setdefault("PREFECT_UI_URL", ui_url(os.environ))
     # Heartbeats let the zombie automation (services/init/automations.py) mark a vanished run Crashed.
     settings["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] = str(HEARTBEAT_SECONDS)
     return settings
