@@ -111,8 +111,28 @@ def tls_env(mode: str = "internal") -> str:
         complete_env()
         .replace("TLS_MODE=off\n", f"TLS_MODE={mode}\n")
         .replace("PUBLIC_HOSTNAME=\n", "PUBLIC_HOSTNAME=prefect.example.com\n")
-        .replace("COMPOSE_PROFILES=\n", "COMPOSE_PROFILES=tls\n")
+        .replace("COMPOSE_PROFILES=server\n", "COMPOSE_PROFILES=server,tls\n")
     )
+
+
+def test_worker_only_runs_no_server_and_points_every_client_at_the_remote_api(tmp_path: Path) -> None:
+    """./scripts/up --worker-only: no `server` profile, PREFECT_API_URL and the key for the clients."""
+    env = (
+        complete_env()
+        .replace("COMPOSE_PROFILES=server\n", "COMPOSE_PROFILES=\n")
+        .replace("PREFECT_API_URL=\n", "PREFECT_API_URL=https://prefect.example.com/api\n")
+        .replace("PREFECT_API_KEY=\n", "PREFECT_API_KEY=pnu_test\n")
+    )
+    result = compose_config(env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    services = json.loads(result.stdout)["services"]
+    assert not {"postgres", "prefect-migrate", "prefect-server", "proxy"} & set(services)
+    for name in ("prefect-init", "prefect-deploy", "prefect-worker"):
+        environment = services[name]["environment"]
+        assert environment["PREFECT_API_URL"] == "https://prefect.example.com/api", name
+        assert environment["PREFECT_API_KEY"] == "pnu_test", name
+        assert services[name]["extra_hosts"] == ["host.docker.internal=host-gateway"], name
+        assert services[name]["depends_on"].get("prefect-server", {}).get("required") is not True, name
 
 
 def test_tls_mode_off_runs_no_proxy_and_the_server_behind_the_login_throttle(config: dict[str, Any]) -> None:
