@@ -139,6 +139,7 @@ def run_project(
         target=warehouse.dbt_target,
         run_dir=workspace.run_dir(warehouse.dbt_target, schema),
         vars=vars,
+        name=project,
     )
     try:
         with environment(env):

@@ -56,6 +56,11 @@ class DbtInvocation:
     target: str
     run_dir: Path  # target/ and logs/ go here
     vars: Mapping[str, Any] | None = None
+    name: str = ""  # the project's name, for messages (project_dir is its workspace)
+
+    @property
+    def project(self) -> str:
+        return self.name or self.project_dir.name
 
     def flags(self) -> list[str]:
         flags = [
@@ -120,9 +125,7 @@ def parse_project(invocation: DbtInvocation) -> tuple[Any, float]:
         [*_global_flags(), "parse", *invocation.flags()]
     )
     if not result.success:
-        raise DbtRunError(
-            f"dbt could not parse the project {invocation.project_dir.name}: {result.exception}"
-        )
+        raise DbtRunError(f"dbt could not parse the project {invocation.project}: {result.exception}")
     return result.result, time.perf_counter() - started
 
 
@@ -135,8 +138,9 @@ def run_deps(project_dir: Path, log_dir: Path) -> None:
     )
     if not result.success:
         raise DbtRunError(
-            f"dbt deps failed for the project {project_dir.name}: {result.exception}. Hub and git packages "
-            "need network access from the flow run (local: packages do not): check its packages.yml."
+            # The workspace's project/ folder sits in a folder named after the project.
+            f"dbt deps failed for the project {project_dir.parent.name}: {result.exception}. Hub and git "
+            "packages need network access from the flow run (local: packages do not): check its packages.yml."
         )
 
 
@@ -161,7 +165,7 @@ def run_dbt(invocation: DbtInvocation, command: str, options: Sequence[str] = ()
         for r in results
         if str(r.status) in FAILED
     ]
-    project = invocation.project_dir.name
+    project = invocation.project
     if result.exception is not None and not failures:
         raise DbtRunError(f"dbt {command} of project {project} failed: {result.exception}")
     if failures:

@@ -4,7 +4,7 @@ select
     last_name,
     lower(email) as email,
     country,
-    cast(created_at as timestamp) as created_at,
-    cast(updated_at as timestamp) as updated_at,
+    {{ to_utc_timestamp('created_at') }} as created_at,
+    {{ to_utc_timestamp('updated_at') }} as updated_at,
     _dlt_load_id as load_id
 from {{ source('shop', 'customers') }}

@@ -4,8 +4,8 @@ select
     method,
     status,
     amount_cents,
-    cast(amount_cents as decimal(18, 2)) / 100 as amount,
-    cast(created_at as timestamp) as created_at,
-    cast(updated_at as timestamp) as updated_at,
+    {{ cents_to_dollars('amount_cents') }} as amount,
+    {{ to_utc_timestamp('created_at') }} as created_at,
+    {{ to_utc_timestamp('updated_at') }} as updated_at,
     _dlt_load_id as load_id
 from {{ source('shop', 'payments') }}
