@@ -126,6 +126,7 @@ def run_project(
     """
     from dbt.version import __version__ as dbt_version
 
+    from flows.dbt_outputs import publish_dbt_outputs
     from flows.dbt_runner import DbtInvocation, environment, run_dbt, run_deps, run_logger
 
     logger = run_logger()
@@ -145,7 +146,9 @@ def run_project(
         with environment(env):
             if workspace.install_packages(run_deps, dbt_version, invocation.run_dir / "logs"):
                 logger.info("Installed the packages of %s (%s)", project, workspace.packages_file)
-            return run_dbt(invocation, command, options or [])
+            outcome = run_dbt(invocation, command, options or [])
+            publish_dbt_outputs(invocation, project, command, schema, outcome)  # docs page, S3 copies
+            return outcome
     finally:
         warehouse.release()
 
