@@ -9,7 +9,6 @@ run's cluster, network configuration and environment.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -233,6 +232,6 @@ def test_ecs_worker_submits_a_flow_run_to_ecs_as_the_pool_says(
     assert environment["PREFECT__FLOW_RUN_ID"] == str(run.id)
     assert "PREFECT_API_AUTH_STRING" not in environment
     assert auth not in json.dumps([definition, task], default=str)
+    # The task's network interface is in the pool's subnets (moto attaches the first one).
     attachments = json.dumps(task.get("attachments", []))
-    assert all(subnet in attachments for subnet in moto_ecs["ECS_SUBNETS"].split(",")[:1]), attachments
-    assert os.environ["AWS_ENDPOINT_URL"].startswith("http://127.0.0.1:")
+    assert moto_ecs["ECS_SUBNETS"].split(",")[0] in attachments, attachments
