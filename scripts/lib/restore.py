@@ -186,6 +186,15 @@ def database_exists(stack: Stack, name: str) -> bool:
     return stack.psql(f"SELECT count(*) FROM pg_database WHERE datname = '{name}'", "postgres") == "1"
 
 
+def start_stack(stack: Stack, timeout: float) -> None:
+    """./scripts/up without a build: the services the settings ask for (profiles), init, deploy."""
+    args = ["./scripts/up", "--no-build", "--timeout", str(int(timeout))]
+    up = stack.run(args, check=False, timeout=timeout + 300, stdout=sys.stderr)  # its progress, live
+    if up.returncode != 0:
+        raise OpsError(f"./scripts/up failed: {up.stderr.strip()[-1500:]}")
+    stack.reload()
+
+
 @dataclass
 class Progress:
     """How far a restore got: what its rollback has to undo."""
@@ -253,8 +262,8 @@ def restore(stack: Stack, archive: Path, timeout: float = 900) -> dict[str, Any]
             f"{settled['flow_runs_crashed']} flow runs left unfinished at backup time marked Crashed, "
             f"{settled['limits_freed']} concurrency limits' stale slots freed"
         )
-        log("starting the rest of the stack")
-        stack.wait_healthy([], timeout)
+        log("starting the rest of the stack (./scripts/up --no-build)")
+        start_stack(stack, timeout)
     except BaseException as exc:
         log(f"FAILED: {exc}")
         log("returning the platform to where it was")

@@ -150,22 +150,26 @@ def describe(plan: Plan, revision: str) -> list[str]:
     return lines
 
 
-def tag_previous(stack: Stack, images: dict[str, str]) -> list[str]:
-    """Tags every built image `:previous`; returns the image ids the old `:previous` tags pointed at."""
-    replaced = []
+def tag_previous(stack: Stack, images: dict[str, str]) -> tuple[list[str], list[str]]:
+    """Tags every built image that exists `:previous`; returns (images tagged, the image ids the old
+    `:previous` tags pointed at). Images of profiles never started (the proxy without TLS) are absent."""
+    tagged, replaced = [], []
     for image in sorted(set(images.values())):
         if not stack.image_exists(image):
-            raise OpsError(f"image {image} does not exist: run ./scripts/up first")
+            continue
         previous = previous_name(image)
         old = stack.run(["docker", "image", "inspect", "-f", "{{.Id}}", previous], check=False).stdout.strip()
         if old:
             replaced.append(old)
         stack.run(["docker", "tag", image, previous])
-    return replaced
+        tagged.append(image)
+    if not tagged:
+        raise OpsError("none of the stack's images exists: run ./scripts/up first")
+    return tagged, replaced
 
 
-def retag_previous(stack: Stack, images: dict[str, str]) -> None:
-    for image in sorted(set(images.values())):
+def retag_previous(stack: Stack, images: list[str]) -> None:
+    for image in images:
         stack.run(["docker", "tag", previous_name(image), image])
 
 
@@ -206,12 +210,12 @@ def upgrade(stack: Stack, plan: Plan, migration_timeout: float, timeout: float) 
         log("backing up first (./scripts/backup)")
         archive = backup.run(stack)
         log(f"backup: {archive}")
-        replaced = tag_previous(stack, images)
+        tagged, replaced = tag_previous(stack, images)
     except BaseException:
         if worker_was_running:
             stack.wait_healthy([], timeout)
         raise
-    log(f"current images tagged :{PREVIOUS_TAG}: {', '.join(sorted(set(images.values())))}")
+    log(f"current images tagged :{PREVIOUS_TAG}: {', '.join(tagged)}")
     database_touched = False
     step = "checking out the new code"
     try:
@@ -231,10 +235,7 @@ def upgrade(stack: Stack, plan: Plan, migration_timeout: float, timeout: float) 
             )
         step = "starting the new release"
         log("starting the new release (./scripts/up --no-build of the new code)")
-        up_args = ["./scripts/up", "--no-build", "--timeout", str(int(timeout))]
-        up = stack.run(up_args, check=False, timeout=timeout + 120, stdout=sys.stderr)  # its progress, live
-        if up.returncode != 0:
-            raise OpsError(f"./scripts/up failed: {up.stderr.strip()[-1500:]}")
+        restore.start_stack(stack, timeout)
         step = "running the self-check"
         log(f"running {SELF_CHECK}")
         result = stack.ops_json("run-deployment", SELF_CHECK, "--timeout", "600", timeout=900)
@@ -243,12 +244,12 @@ def upgrade(stack: Stack, plan: Plan, migration_timeout: float, timeout: float) 
     except BaseException as exc:
         log(f"FAILED while {step}: {exc}")
         try:
-            _roll_back(stack, plan, images, archive if database_touched else None, timeout)
+            _roll_back(stack, plan, tagged, archive if database_touched else None, timeout)
         except BaseException as rollback_exc:
             raise OpsError(
                 f"the upgrade failed while {step} ({exc}) and so did the rollback ({rollback_exc}). "
                 f"By hand: git checkout {plan.branch or plan.current}; "
-                + "; ".join(f"docker tag {previous_name(i)} {i}" for i in sorted(set(images.values())))
+                + "; ".join(f"docker tag {previous_name(i)} {i}" for i in tagged)
                 + f"; ./scripts/restore {archive}"
             ) from None
         raise UpgradeFailed(step, exc) from None
@@ -257,9 +258,7 @@ def upgrade(stack: Stack, plan: Plan, migration_timeout: float, timeout: float) 
     return archive
 
 
-def _roll_back(
-    stack: Stack, plan: Plan, images: dict[str, str], archive: Path | None, timeout: float
-) -> None:
+def _roll_back(stack: Stack, plan: Plan, images: list[str], archive: Path | None, timeout: float) -> None:
     log(f"rolling back to {plan.current[:12]}")
     stack.compose("down", "-t", "30", "--remove-orphans", check=False)
     checkout(stack, plan.current, plan.branch)
@@ -269,7 +268,7 @@ def _roll_back(
         log(f"restoring the pre-upgrade database and data from {archive}")
         restore.restore(stack, archive, timeout)
     else:
-        stack.wait_healthy([], timeout)
+        restore.start_stack(stack, timeout)
     log("rolled back: the previous release runs with its data")
 
 
