@@ -77,7 +77,8 @@ def upsert_automation(client: Any, automation: AutomationCore) -> None:
         log(f"automation {automation.name!r} created")
         return
     current = AutomationCore.model_validate(existing[0].model_dump())
-    if current.model_dump(mode="json") == automation.model_dump(mode="json"):
+    # Python-mode dumps: event sets compare as sets (their JSON lists come in any order).
+    if current.model_dump() == automation.model_dump():
         log(f"automation {automation.name!r} unchanged")
         return
     client.update_automation(existing[0].id, automation)
