@@ -61,7 +61,7 @@ def test_postgres_is_private_and_only_the_worker_has_the_docker_socket(config: d
         for name, svc in services.items()
         if any(v.get("source") == "/var/run/docker.sock" for v in svc.get("volumes", []))
     ]
-    assert with_socket == ["prefect-worker"]
+    assert sorted(with_socket) == ["prefect-worker", "watchdog"]
 
 
 def test_every_service_is_guarded(config: dict[str, Any]) -> None:
@@ -78,7 +78,7 @@ def test_every_service_is_guarded(config: dict[str, Any]) -> None:
         assert svc["security_opt"] == ["no-new-privileges:true"], name
         assert svc["pids_limit"] > 0, name
     # Postgres is on a network of its own: only migrations and the server join it, no flow run.
-    users_of_the_database = {name for name, svc in services.items() if "db" in svc["networks"]}
+    users_of_the_database = {name for name, svc in services.items() if "db" in svc.get("networks", {})}
     assert users_of_the_database == {"postgres", "prefect-migrate", "prefect-server"}
     assert config["networks"]["db"]["internal"] is True
     assert config["networks"]["platform"]["name"] == "prefect-platform"
@@ -91,6 +91,17 @@ def test_every_service_is_guarded(config: dict[str, Any]) -> None:
         "prefect-init": "service_completed_successfully",
         "prefect-deploy": "service_completed_successfully",
     }
+
+
+def test_the_watchdog_is_small_hardened_and_off_every_network(config: dict[str, Any]) -> None:
+    watchdog = config["services"]["watchdog"]
+    assert watchdog["network_mode"] == "none" and not watchdog.get("networks")
+    assert int(watchdog["mem_limit"]) <= 64 * 1024**2
+    assert watchdog["restart"] == "unless-stopped" and watchdog["healthcheck"]["test"]
+    assert watchdog["cap_drop"] == ["ALL"] and not watchdog.get("cap_add")
+    assert watchdog["read_only"] is True and watchdog["security_opt"] == ["no-new-privileges:true"]
+    # compose stops dependents first: `docker compose stop`/`down` stop the watchdog before these.
+    assert {"prefect-worker", "prefect-server", "postgres"} <= set(watchdog["depends_on"])
 
 
 def test_the_oom_killer_takes_a_flow_run_before_any_service(config: dict[str, Any]) -> None:
