@@ -219,7 +219,7 @@ def test_systemd_unit_is_valid_and_enabled(
         "User=prefect",
         f"WorkingDirectory={INSTALL_DIR}",
         "ExecStart=/usr/bin/docker compose up -d --wait --remove-orphans",
-        "ExecStop=/usr/bin/docker compose down",
+        f"ExecStop={INSTALL_DIR}/scripts/down",
         "WantedBy=multi-user.target",
     ]:
         assert line in unit.splitlines()
@@ -236,7 +236,9 @@ def test_unit_starts_and_stops_the_stack_as_the_service_user(
     calls = host.read("/var/log/fake-docker.log").splitlines()
     assert calls == [
         f"user=prefect cwd={INSTALL_DIR} args=compose up -d --wait --remove-orphans",
-        f"user=prefect cwd={INSTALL_DIR} args=compose down",
+        # scripts/down: nothing to drain (the fake server is not running), then compose down.
+        f"user=prefect cwd={INSTALL_DIR} args=compose ps -q prefect-server",
+        f"user=prefect cwd={INSTALL_DIR} args=compose down --remove-orphans",
     ]
 
 
