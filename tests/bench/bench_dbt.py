@@ -1,0 +1,323 @@
+"""dbt under Prefect against bare dbt, side by side in one run: the shop project and a generated one.
+
+    uv run python -m tests.bench.bench_dbt                     # shop + 200 generated models, 3 runs each
+    uv run python -m tests.bench.bench_dbt --models 400 --repeats 5 --baseline
+
+Not a pytest module (no test_ prefix): it prints figures and asserts nothing. Each measured run is a
+fresh process on the same DuckDB setup, threads and partial-parse state, alternating the two so
+load on a shared host hits both alike (one warm-up run of each first, which also parses fully):
+  * bare dbt: the `dbt build` command, with a profiles.yml holding the platform profile's output;
+  * ours: `python -m flows.dbt_build <project>` against a Prefect server started for the benchmark,
+    as a flow-run container runs it: the dbt flow (parameter checks, warehouse lock, workspace,
+    one dbt process, every node a task run with its asset events and log lines, an artifact), until
+    the process has exited (events and logs drained);
+  * with --baseline, also prefect-dbt's PrefectDbtRunner in a flow (what the platform used before).
+Wall seconds (median) and CPU seconds (user+system of the process and its threads) are printed for
+each, and for ours the split: Prefect start (imports, flow run), the dbt step in the flow, exit.
+Finally the task runs and asset events the server recorded for our last run are counted, so the
+speed is not bought by dropping nodes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.bench.bench_dbt_projects import generate_project, load_shop_raw_tables
+from tests.support import REPO
+from tests.support.prefect_server import prefect_server
+
+OURS = """
+import json, time
+started = time.perf_counter()
+from flows.dbt_build import dbt_build
+imported = time.perf_counter()
+state = dbt_build(project={project!r}, return_state=True)
+summary = state.result()
+print(json.dumps({{"import_s": imported - started, "call_s": time.perf_counter() - imported,
+                  "dbt_s": summary["seconds"], "parse_s": summary["parse_seconds"],
+                  "run_s": summary["run_seconds"], "docs_s": summary["docs_seconds"],
+                  "flow_run_id": str(state.state_details.flow_run_id),
+                  "statuses": summary["node_statuses"]}}))
+"""
+
+BASELINE = """
+import json, time
+from pathlib import Path
+started = time.perf_counter()
+from prefect import flow
+
+@flow(name="prefect-dbt-baseline")
+def baseline():
+    from prefect_dbt import PrefectDbtRunner, PrefectDbtSettings
+    began = time.perf_counter()
+    settings = PrefectDbtSettings(project_dir=Path({project_dir!r}), profiles_dir=Path({profiles_dir!r}),
+                                  target_path=Path({target!r}))
+    PrefectDbtRunner(settings=settings, raise_on_failure=True).invoke(
+        ["--no-use-colors", "build", "--log-path", {logs!r}])
+    return time.perf_counter() - began
+
+dbt_s = baseline()
+print(json.dumps({{"dbt_s": dbt_s, "call_s": time.perf_counter() - started}}))
+"""
+
+
+@dataclass
+class Measured:
+    wall: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)
+    detail: list[dict[str, Any]] = field(default_factory=list)
+
+    def add(self, wall: float, cpu: float, detail: dict[str, Any] | None = None) -> None:
+        self.wall.append(wall)
+        self.cpu.append(cpu)
+        self.detail.append(detail or {})
+
+    def median(self, key: str) -> float:
+        return statistics.median(d[key] for d in self.detail)
+
+
+def _run(cmd: list[str], env: dict[str, str], cwd: Path = REPO) -> tuple[float, float, str]:
+    """Runs a process; returns wall seconds, CPU seconds (user+system, all its threads) and stdout."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        started = time.perf_counter()
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - started
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read().decode(), err.read().decode()
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd[:3])} failed:\n{stderr[-4000:]}{stdout[-2000:]}")
+    return wall, usage.ru_utime + usage.ru_stime, stdout
+
+
+@dataclass
+class Project:
+    label: str
+    name: str
+    source: Path
+    projects_dir: Path
+    nodes: int = 0
+
+
+class Bench:
+    def __init__(self, work: Path, api_url: str, threads: int) -> None:
+        self.work = work
+        self.api_url = api_url
+        self.threads = threads
+        # Byte-compiled imports, as in the flow-run image (built with --compile-bytecode): the
+        # warm-up runs write the cache here, even where PYTHONDONTWRITEBYTECODE is set.
+        self.base_env = {
+            **{k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"},
+            "PYTHONPYCACHEPREFIX": str(work / "pycache"),
+            "PYTHONPATH": str(REPO),
+            "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        }
+
+    def _database(self, project: Project, who: str) -> Path:
+        path = self.work / f"{who}-{project.name}.duckdb"
+        if project.name == "shop" and not path.exists():
+            load_shop_raw_tables(path)
+        return path
+
+    def bare_profiles(self, project: Project) -> Path:
+        """profiles.yml for bare dbt: the platform profile's DuckDB output, same threads and schema."""
+        from flows.dbt_project import DbtWorkspace, platform_profile
+
+        folder = self.work / f"bare-profiles-{project.name}"
+        folder.mkdir(exist_ok=True)
+        profile = DbtWorkspace(source=project.source, root=folder).profile_name
+        content = platform_profile(profile, "duckdb", project.name, self.threads)
+        (folder / "profiles.yml").write_text(yaml.safe_dump(content))
+        return folder
+
+    def bare(self, project: Project) -> tuple[float, float, str]:
+        profiles = self.bare_profiles(project)
+        env = {**self.base_env, "DUCKDB_PATH": str(self._database(project, "bare"))}
+        run_dir = self.work / f"bare-run-{project.name}"
+        cmd = [str(Path(sys.executable).parent / "dbt"), "build", "--project-dir", str(project.source)]
+        cmd += ["--profiles-dir", str(profiles), "--target-path", str(run_dir / "target")]
+        cmd += ["--log-path", str(run_dir / "logs")]
+        return _run(cmd, env)
+
+    def ours(self, project: Project) -> tuple[float, float, str]:
+        env = {
+            **self.base_env,
+            "PREFECT_API_URL": self.api_url,
+            "WAREHOUSE": "duckdb",
+            "DUCKDB_PATH": str(self._database(project, "ours")),
+            "DATA_DIR": str(self.work / "data"),
+            "DBT_PROJECTS_DIR": str(project.projects_dir),
+            "DBT_THREADS": str(self.threads),
+            "PREFECT_LOCAL_STORAGE_PATH": str(self.work / "results"),
+        }
+        return _run([sys.executable, "-c", OURS.format(project=project.name)], env)
+
+    def baseline(self, project: Project) -> tuple[float, float, str]:
+        env = {
+            **self.base_env,
+            "PREFECT_API_URL": self.api_url,
+            "DUCKDB_PATH": str(self._database(project, "baseline")),
+        }
+        run_dir = self.work / f"baseline-run-{project.name}"
+        code = BASELINE.format(
+            project_dir=str(project.source),
+            profiles_dir=str(self.bare_profiles(project)),
+            target=str(run_dir / "target"),
+            logs=str(run_dir / "logs"),
+        )
+        return _run([sys.executable, "-c", code], env)
+
+
+def _json_line(stdout: str) -> dict[str, Any]:
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+def recorded(api_url: str, flow_run_id: str, expected_nodes: int) -> tuple[int, int]:
+    """Task runs of the flow run (minus the wrapping `dbt` task) and asset materializations the
+    server recorded; waits up to 60 s for its event pipeline to catch up."""
+    os.environ["PREFECT_API_URL"] = api_url
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    deadline = time.monotonic() + 60
+    with get_client(sync_client=True) as client:
+        while True:
+            runs = client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])), limit=200, offset=0
+            )
+            total = len(runs)
+            offset = 200
+            while len(runs) == 200:
+                runs = client.read_task_runs(
+                    flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
+                    limit=200,
+                    offset=offset,
+                )
+                total += len(runs)
+                offset += 200
+            nodes = total - 1  # the `dbt` task that holds them
+            if nodes >= expected_nodes or time.monotonic() > deadline:
+                break
+            time.sleep(2)
+        response = client.request(
+            "POST",
+            "/events/filter",
+            json={
+                "filter": {
+                    "event": {"prefix": ["prefect.asset.materialization.succeeded"]},
+                    "related": {"id": [f"prefect.flow-run.{flow_run_id}"]},
+                },
+                "limit": 1,
+            },
+        )
+    return nodes, int(response.json().get("total", 0))
+
+
+def bench_project(bench: Bench, project: Project, repeats: int, baseline: bool) -> dict[str, Any]:
+    print(f"[{project.label}] warm-up (first parse, tables created)...", flush=True)
+    bench.bare(project)
+    warm = _json_line(bench.ours(project)[2])
+    project.nodes = sum(warm["statuses"].values())
+    bare, ours, base = Measured(), Measured(), Measured()
+    for i in range(repeats):
+        print(f"[{project.label}] run {i + 1}/{repeats}: bare dbt, ours", flush=True)
+        wall, cpu, _ = bench.bare(project)
+        bare.add(wall, cpu)
+        wall, cpu, out = bench.ours(project)
+        ours.add(wall, cpu, _json_line(out))
+        if baseline:
+            wall, cpu, out = bench.baseline(project)
+            base.add(wall, cpu, _json_line(out))
+    task_runs, assets = recorded(bench.api_url, ours.detail[-1]["flow_run_id"], project.nodes)
+    return {"project": project, "bare": bare, "ours": ours, "baseline": base, "task_runs": task_runs,
+            "assets": assets}  # fmt: skip
+
+
+def _print(results: list[dict[str, Any]], threads: int) -> None:
+    med = statistics.median
+    print()
+    header = (
+        f"{'project':<24} {'nodes':>5} {'bare dbt s':>10} {'ours s':>7} {'ratio':>6} {'no docs s':>9} "
+        f"{'ratio':>6} {'bare CPU s':>10} {'ours CPU s':>10} {'prefect-dbt s':>13} {'ratio':>6}"
+    )
+    print(header)
+    print("-" * len(header))
+    for r in results:
+        bare, ours, base = r["bare"], r["ours"], r["baseline"]
+        bare_s, ours_s = med(bare.wall), med(ours.wall)
+        no_docs = med(w - d["docs_s"] for w, d in zip(ours.wall, ours.detail, strict=True))
+        line = (
+            f"{r['project'].label:<24} {r['project'].nodes:>5} {bare_s:>10.2f} {ours_s:>7.2f} "
+            f"{ours_s / bare_s:>6.2f} {no_docs:>9.2f} {no_docs / bare_s:>6.2f} "
+            f"{med(bare.cpu):>10.2f} {med(ours.cpu):>10.2f}"
+        )
+        if base.wall:
+            line += f" {med(base.wall):>13.2f} {med(base.wall) / bare_s:>6.2f}"
+        print(line)
+    runs = len(results[0]["bare"].wall)
+    print(f"""
+Medians of {runs} runs each, {threads} dbt threads, DuckDB, a fresh process per run. bare: `dbt build`.
+ours: `python -m flows.dbt_build <project>`, the dbt flow, until its process exited; no docs: the same
+without the docs page the flow writes after a successful build (flows/dbt_outputs.py). CPU: user +
+system seconds of the process. Ours, split (medians): start = imports and the flow run's creation;
+flow = the flow (dbt step: workspace, parse, build with node reporting, docs); exit = after the flow
+returned until the process ended (Python's teardown).""")
+    for r in results:
+        ours = r["ours"]
+        start = med(d["import_s"] for d in ours.detail)
+        call = med(d["call_s"] for d in ours.detail)
+        print(
+            f"  {r['project'].label}: start {start:.2f} s, flow {call:.2f} s (dbt step "
+            f"{ours.median('dbt_s'):.2f} s: parse {ours.median('parse_s'):.2f} s, build "
+            f"{ours.median('run_s'):.2f} s, docs {ours.median('docs_s'):.2f} s), exit "
+            f"{med(ours.wall) - start - call:.2f} s; recorded {r['task_runs']}/{r['project'].nodes} "
+            f"task runs, {r['assets']} asset materializations"
+        )
+        rounded = {name: [round(w, 1) for w in r[name].wall] for name in ("bare", "ours")}
+        print(f"    runs (s): bare {rounded['bare']}, ours {rounded['ours']}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", type=int, default=200, help="models of the generated project")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument("--baseline", action="store_true", help="also prefect-dbt's PrefectDbtRunner")
+    parser.add_argument("--only", choices=("shop", "generated"), help="one project only")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-dbt-") as tmp:
+        work = Path(tmp)
+        generated_root = work / "projects"
+        generate_project(generated_root / "generated", args.models)
+        projects = [
+            Project("shop", "shop", REPO / "flows" / "dbt" / "shop", REPO / "flows" / "dbt"),
+            Project(
+                f"generated ({args.models} models)", "generated", generated_root / "generated", generated_root
+            ),
+        ]
+        if args.only:
+            projects = [p for p in projects if p.name == args.only]
+        print("starting a Prefect server for the benchmark...", flush=True)
+        with prefect_server(work / "prefect-home") as api_url:
+            bench = Bench(work, api_url, args.threads)
+            results = [bench_project(bench, p, args.repeats, args.baseline) for p in projects]
+    _print(results, args.threads)
+
+
+if __name__ == "__main__":
+    main()
