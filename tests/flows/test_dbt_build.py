@@ -151,6 +151,25 @@ def test_packages_install_once_and_options_reach_dbt(warehouse: DuckWarehouse, p
     assert marker.stat().st_mtime_ns != installed
 
 
+def test_every_command_runs_its_nodes_into_the_chosen_schema(
+    warehouse: DuckWarehouse, projects: Path
+) -> None:
+    def run(command: str, **options: Any) -> dict[str, int]:
+        state = dbt_build(
+            project=PROJECT, command=command, target_schema="jaffle_dev", **options, return_state=True
+        )
+        assert state.is_completed(), state.message
+        return state.result()["node_statuses"]
+
+    assert run("seed") == {"success": 3}
+    assert run("run", select="stg_orders stg_customers") == {"success": 2}
+    assert run("test", select="stg_customers") == {"pass": 2}
+    assert run("snapshot") == {"success": 1}
+    assert warehouse.count("jaffle_dev_raw.raw_orders") == 7
+    assert warehouse.count("jaffle_dev.stg_orders") == warehouse.count("jaffle_dev.orders_snapshot") == 7
+    assert not warehouse.query("select * from information_schema.tables where table_schema = 'jaffle_lite'")
+
+
 def test_a_failing_node_fails_the_run_naming_it_and_skips_what_depends_on_it(
     warehouse: DuckWarehouse, projects: Path
 ) -> None:
