@@ -69,6 +69,33 @@ def test_second_up_keeps_secrets(stack: Stack) -> None:
     assert (stack.root / ".env").read_text() == before
 
 
+def started(stack: Stack) -> dict[str, str]:
+    ids = stack.compose("ps", "-a", "-q").stdout.split()
+    out = subprocess.check_output(["docker", "inspect", "--format", "{{.Name}} {{.State.StartedAt}}", *ids])
+    return dict(line.split() for line in out.decode().splitlines())
+
+
+def test_up_with_nothing_changed_leaves_the_stack_and_a_changed_flow_is_deployed(
+    stack: Stack, api: PrefectApi
+) -> None:
+    before = started(stack)
+    again = stack.run("./scripts/up", "--no-build")
+    assert "nothing changed" in again.stdout and f"http://localhost:{stack.port}" in again.stdout
+    assert started(stack) == before  # not even the one-shots ran again
+    deployments = stack.root / "flows" / "prefect.yaml"
+    original = deployments.read_text()
+    old = "description: Platform self-check (task retry, persisted result, log line, artifact)."
+    assert old in original
+    deployments.write_text(original.replace(old, "description: Platform self-check, edited."))
+    try:
+        changed = stack.run("./scripts/up", "--no-build")
+        assert "nothing changed" not in changed.stdout
+        assert api.deployment("platform-check", "self-check")["description"] == "Platform self-check, edited."
+    finally:
+        deployments.write_text(original)
+        stack.run("./scripts/up", "--no-build")
+
+
 def test_ui_is_served(stack: Stack) -> None:
     page = httpx.get(f"http://127.0.0.1:{stack.port}/", timeout=10, follow_redirects=True)
     assert page.status_code == 200 and "<html" in page.text.lower()
