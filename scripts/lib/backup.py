@@ -166,7 +166,7 @@ def run(stack: Stack, with_secrets: bool = False, upload_to_s3: bool = True) -> 
         raise OpsError("Postgres is not running: start the stack (./scripts/up), then back up")
     lock = "prefect-server" in running
     if not lock:
-        if stack.flow_run_containers():
+        if stack.busy_flow_runs():
             raise OpsError("the server is down while flow runs are running: wait for them, then back up")
         log("the server is stopped: nothing can run, so the warehouse is copied without its lock")
     directory = backup_dir(stack)

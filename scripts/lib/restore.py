@@ -232,7 +232,7 @@ def restore(stack: Stack, archive: Path, timeout: float = 900) -> dict[str, Any]
         revision = manifest["prefect"]["alembic_revision"]
         log(f"checking database revision {revision} against this code's Prefect")
         check_schema(stack, manifest)
-        running_flows = stack.flow_run_containers()
+        running_flows = stack.busy_flow_runs()
         if running_flows:
             raise OpsError(
                 f"flow runs are running ({', '.join(running_flows)}): wait for them or cancel them, then "

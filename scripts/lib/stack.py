@@ -181,6 +181,16 @@ class Stack:
         ).stdout
         return out.split()
 
+    def busy_flow_runs(self, grace: float = 60) -> list[str]:
+        """Flow-run containers still running after up to ``grace`` seconds (one that just finished
+        takes a few seconds to exit and be removed)."""
+        deadline = time.monotonic() + grace
+        while True:
+            running = self.flow_run_containers()
+            if not running or time.monotonic() > deadline:
+                return running
+            time.sleep(2)
+
     def wait_healthy(self, services: list[str], timeout: float) -> None:
         """Starts ``services`` (and what they depend on) and waits until healthy or completed."""
         result = self.compose(

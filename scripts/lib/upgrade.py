@@ -199,7 +199,7 @@ def upgrade(stack: Stack, plan: Plan, migration_timeout: float, timeout: float) 
     running = stack.running()
     if "prefect-server" not in running or "postgres" not in running:
         raise OpsError("the stack is not running: start it (./scripts/up) and upgrade from a healthy stack")
-    busy = stack.flow_run_containers()
+    busy = stack.busy_flow_runs()
     if busy:
         raise OpsError(f"flow runs are in progress ({', '.join(busy)}): wait for them, then upgrade")
     images = stack.built_images()

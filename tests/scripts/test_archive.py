@@ -150,3 +150,23 @@ def test_manifest_lists_sizes_and_sha256_of_every_file(good: Path) -> None:
         "size": len(b"PGDMP-dump"),
         "sha256": hashlib.sha256(b"PGDMP-dump").hexdigest(),
     }
+
+
+def test_a_new_host_takes_env_from_a_with_secrets_archive(tmp_path: Path) -> None:
+    from scripts.lib.restore import ensure_env
+    from scripts.lib.stack import Stack
+
+    host = tmp_path / "new-host"
+    host.mkdir()
+    (host / ".env.example").write_text("POSTGRES_PASSWORD=__GENERATE__\nSNOWFLAKE_PASSWORD=\nPLATFORM_DIR=\n")
+    saved = "POSTGRES_PASSWORD=old-one\nSNOWFLAKE_PASSWORD=s3cret\nPLATFORM_DIR=/opt/elsewhere\n"
+    path = write_archive(tmp_path, {archive.POSTGRES_DUMP: b"x", archive.ENV_MEMBER: saved.encode()})
+    ensure_env(Stack(root=host), path, {"with_secrets": True})
+    env = (host / ".env").read_text()
+    assert "SNOWFLAKE_PASSWORD=s3cret" in env and "POSTGRES_PASSWORD=old-one" in env
+    assert f"PLATFORM_DIR={host}" in env  # derived for this host, not copied
+    assert stat.S_IMODE((host / ".env").stat().st_mode) == 0o600
+    # An existing .env always wins over the archive's.
+    (host / ".env").write_text("POSTGRES_PASSWORD=current\n")
+    ensure_env(Stack(root=host), path, {"with_secrets": True})
+    assert "POSTGRES_PASSWORD=current" in (host / ".env").read_text()
