@@ -151,3 +151,24 @@ def test_no_credentials_anywhere_names_the_fix(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("IMDS_ENDPOINT", "http://127.0.0.1:9")  # nothing listens: not on EC2
     with pytest.raises(S3Error, match="AWS_ACCESS_KEY_ID"):
         S3.for_bucket("bucket")
+
+
+def test_restore_fetches_the_newest_archive_of_this_project(
+    aws, bucket: str, env_credentials: None, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    from scripts.lib.restore import fetch
+    from scripts.lib.stack import Stack
+
+    (tmp_path / ".env").write_text("COMPOSE_PROJECT_NAME=demo\nBACKUP_DIR=restored\n")
+    for key in (
+        "pp/demo-backup-20261124T050000Z.tar.gz",
+        "pp/demo-backup-20261125T050000Z.tar.gz",
+        "pp/other-backup-20261126T050000Z.tar.gz",  # another stack's, newer
+        "pp/notes.txt",
+    ):
+        aws.put_object(Bucket=bucket, Key=key, Body=key.encode())
+    got = fetch(Stack(root=tmp_path), f"s3://{bucket}/pp/")
+    assert got == tmp_path / "restored" / "demo-backup-20261125T050000Z.tar.gz"
+    assert got.read_bytes() == b"pp/demo-backup-20261125T050000Z.tar.gz"
+    named = fetch(Stack(root=tmp_path), f"s3://{bucket}/pp/demo-backup-20261124T050000Z.tar.gz")
+    assert named.read_bytes() == b"pp/demo-backup-20261124T050000Z.tar.gz"
