@@ -34,7 +34,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
-from tests.bench.measure import FLOW_RUN_LABEL, MIB, Poller, container_summary, docker, load, polling
+from tests.bench.measure import (
+    FLOW_RUN_LABEL,
+    MIB,
+    Poller,
+    container_summary,
+    docker,
+    load,
+    polling,
+    remove_flow_runs,
+)
 from tests.support.stack import PrefectApi, Stack, copy_checkout
 
 MEMORY_ROOT = Path("/sys/fs/cgroup/memory")
@@ -109,6 +118,7 @@ class FlowRunMover(Poller):
         self.budget = budget
         self.moved: dict[str, Path] = {}
         self.outside: dict[str, int] = {}  # bytes charged to the container's own cgroup, not moved
+        self.kills: dict[str, int] = {}  # OOM kills in each run's cgroup
 
     def probe(self) -> None:
         ids = docker(
@@ -135,8 +145,9 @@ class FlowRunMover(Poller):
                 left = int((source / "memory.usage_in_bytes").read_text())
                 self.outside[container_id] = max(self.outside.get(container_id, 0), left)
         for container_id, target in list(self.moved.items()):
-            if container_id not in ids:
-                with contextlib.suppress(OSError):
+            with contextlib.suppress(OSError):
+                self.kills[container_id] = oom_kills(target)  # kept: the cgroup goes with the run
+                if container_id not in ids:
                     target.rmdir()
 
 
@@ -145,12 +156,29 @@ def oom_kills(group: Path) -> int:
     return int(fields.get("oom_kill", 0))
 
 
+def service_kills(group: Path) -> int:
+    """OOM kills the kernel made in the budget itself and in the services' cgroups under it."""
+    return oom_kills(group) + sum(
+        oom_kills(child) for child in group.glob("*/") if not child.name.startswith("run-")
+    )
+
+
 @contextlib.contextmanager
 def stack_in_budget(root: Path, budget_mib: int) -> Iterator[tuple[Stack, Path]]:
     stack = Stack(root)
     name = f"ppbudget-{stack.project}"
     services = json.loads(
-        stack.run("docker", "compose", "--env-file", ".env.example", "config", "--format", "json").stdout
+        stack.run(
+            "env",
+            f"PLATFORM_DIR={root}",
+            "docker",
+            "compose",
+            "--env-file",
+            ".env.example",
+            "config",
+            "--format",
+            "json",
+        ).stdout
     )["services"]
     (root / "docker-compose.override.yml").write_text(
         json.dumps({"services": {service: {"cgroup_parent": f"/{name}"} for service in services}})
@@ -159,6 +187,7 @@ def stack_in_budget(root: Path, budget_mib: int) -> Iterator[tuple[Stack, Path]]
     try:
         yield stack, group
     finally:
+        remove_flow_runs(stack.project)
         stack.down()
         remove_cgroups(name)
 
@@ -172,7 +201,7 @@ def two_maximal_runs(stack: Stack, group: Path, label: str, fill: float, hold: f
     limit_mib = int(limit[:-1]) * (1024 if limit.endswith("g") else 1)
     target = int(limit_mib * fill)
     write(group / "memory.max_usage_in_bytes", "0")  # the peak from here on
-    kills_before = oom_kills(group)
+    kills_before = service_kills(group)
     before = container_summary(stack.project)
     with stack.client() as http, polling(FlowRunMover(stack.project, group)) as mover:
         api = PrefectApi(http)
@@ -186,10 +215,16 @@ def two_maximal_runs(stack: Stack, group: Path, label: str, fill: float, hold: f
         f"two runs filling {target} MiB each at once ({load()})"
     )
     print(f"  runs: {[run['state_name'] for run in runs]}")
+    for run in runs:
+        if run["state_type"] != "COMPLETED":
+            print(f"    {run['name']}: {(run['state'] or {}).get('message')}")
     print(
         f"  budget peak: {peak / MIB:.0f} of {int((group / 'memory.limit_in_bytes').read_text()) // MIB} MiB"
     )
-    print(f"  OOM kills in the budget: {oom_kills(group) - kills_before}")
+    print(
+        f"  OOM kills: {sum(mover.kills.values())} in the flow runs' cgroups, "
+        f"{service_kills(group) - kills_before} in the budget's own and the services'"
+    )
     outside = sum(mover.outside.values())
     print(f"  charged before a run's move into the budget (outside it): {outside / MIB:.0f} MiB in all")
     hurt = {

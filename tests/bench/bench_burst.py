@@ -25,10 +25,13 @@ import argparse
 import collections
 import json
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from tempfile import TemporaryDirectory
 from typing import Any
+
+import httpx
 
 from tests.bench.measure import (
     FLOW_RUN_LABEL,
@@ -40,6 +43,7 @@ from tests.bench.measure import (
     parse_time,
     polling,
     quantiles,
+    remove_flow_runs,
 )
 from tests.support.stack import TERMINAL, PrefectApi, Stack, copy_checkout
 
@@ -95,13 +99,22 @@ def burst(stack: Stack, api: PrefectApi, runs: int, concurrency: int) -> None:
     deployment_id = api.deployment(*DEPLOYMENT)["id"]
     since = time.time() - 1
 
-    def create(_: int) -> str:
-        body = {"parameters": TRIVIAL}
-        return str(api.post(f"/deployments/{deployment_id}/create_flow_run", body)["id"])
+    burst_key = uuid.uuid4().hex
+
+    def create(index: int) -> str:
+        # The idempotency key makes a retry after a timeout (a loaded server) return the same run.
+        body = {"parameters": TRIVIAL, "idempotency_key": f"{burst_key}-{index}"}
+        for attempt in range(3):
+            try:
+                return str(api.post(f"/deployments/{deployment_id}/create_flow_run", body)["id"])
+            except httpx.TimeoutException:
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
 
     with polling(StackMemory(stack.project)) as memory:
         started = time.time()
-        with ThreadPoolExecutor(max_workers=8) as pool:
+        with ThreadPoolExecutor(max_workers=4) as pool:
             ids = list(pool.map(create, range(runs)))
         created = time.time() - started
         final = wait_all(api, ids, timeout=60 + runs * 20)
@@ -164,6 +177,7 @@ def main() -> None:
         try:
             stack.up()
             with stack.client() as http:
+                http.timeout = httpx.Timeout(120)  # a burst keeps the server busy
                 api = PrefectApi(http)
                 api.wait(api.trigger(*DEPLOYMENT, TRIVIAL))  # warm-up: the first run pays the page cache
                 for concurrency in args.concurrency:
@@ -171,6 +185,7 @@ def main() -> None:
                     stack.run("./scripts/up", "--no-build")
                     burst(stack, api, args.runs, concurrency)
         finally:
+            remove_flow_runs(stack.project)
             stack.down()
 
 

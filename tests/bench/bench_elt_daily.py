@@ -39,6 +39,7 @@ from tests.bench.measure import (
     polling,
     quantile,
     quantiles,
+    remove_flow_runs,
 )
 from tests.support.stack import PrefectApi, Stack, copy_checkout
 
@@ -155,6 +156,7 @@ def main() -> None:
             )
             print(f"  peak memory: stack {memory.peak_total / MIB:.0f} MiB at one moment; {peaks} MiB")
         finally:
+            remove_flow_runs(stack.project)
             stack.down()
 
 

@@ -35,6 +35,7 @@ from tests.bench.measure import (
     parse_time,
     polling,
     quantiles,
+    remove_flow_runs,
 )
 from tests.support import REPO
 from tests.support.stack import PrefectApi, Stack, copy_checkout, env_value
@@ -146,6 +147,7 @@ def side_by_side(ref: str, repeats: int) -> None:
                     second = timed_up(stack, f"{label}: second `up`")
                     figures[label].append((*first, *second))
                 finally:
+                    remove_flow_runs(stack.project)
                     stack.down()
     print(f"side by side, medians of {repeats} ({load()} at the end):")
     print(f"  {'':<16} {'first: UI':>10} {'first: up':>10} {'second: up':>11}")
@@ -220,6 +222,7 @@ def main() -> None:
                     runs = [api.wait(api.trigger(*DEPLOYMENT, TRIVIAL)) for _ in range(args.runs)]
                     report(f"sequential platform-check ({load()})", runs)
         finally:
+            remove_flow_runs(stack.project)
             stack.down()
 
 

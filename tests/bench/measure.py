@@ -222,3 +222,11 @@ def container_summary(project: str) -> dict[str, dict[str, Any]]:
             "status": state.get("Status"),
         }
     return out
+
+
+def remove_flow_runs(project: str) -> None:
+    """Flow-run containers still on the project's network (a benchmark stopped mid-run): they would
+    keep its network and data volume from being removed with the stack."""
+    ids = docker("ps", "-aq", "--filter", f"network={project}", "--filter", f"label={FLOW_RUN_LABEL}").split()
+    if ids:
+        subprocess.run(["docker", "rm", "-f", *ids], capture_output=True, check=False)
