@@ -27,7 +27,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from flows.dbt_project import DbtWorkspace, dbt_env, find_project
+from flows.dbt_project import DbtProjectError, DbtWorkspace, dbt_env, find_project
 from flows.retry import retry_on_transient_error
 from flows.settings import EltSettings, flow_timeout_seconds
 from flows.warehouses import Warehouse, resolve_warehouse
@@ -173,6 +173,13 @@ def dbt_command(request: DbtBuildRequest, warehouse: Warehouse) -> dict[str, Any
         options=request.options(),
         vars=request.vars,
     )
+    if not outcome.statuses and (request.select or request.exclude):
+        # dbt only warns ("Nothing to do"); a selection that matches nothing is almost always a typo.
+        raise DbtProjectError(
+            f"select {' '.join(request.select) or '(all)'} / exclude {' '.join(request.exclude) or '(none)'} "
+            f"matches no {request.command} node of the project {request.project}: check the node names "
+            "and dbt's selection syntax (https://docs.getdbt.com/reference/node-selection/syntax)."
+        )
     return {
         "project": request.project,
         "command": request.command,

@@ -25,7 +25,7 @@ import os
 import sys
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -37,6 +37,9 @@ FAILED = frozenset({"error", "fail", "runtime error"})
 SKIPPED = frozenset({"skipped"})
 MATERIALIZED = frozenset({"model", "seed", "snapshot"})
 LOG_LEVELS = {"info": logging.INFO, "warn": logging.WARNING, "error": logging.ERROR}
+# How often the reporting thread sends what dbt's threads queued: late enough to batch a few nodes,
+# soon enough that the UI follows the build live.
+REPORT_SECONDS = 0.25
 
 
 class DbtRunError(RuntimeError):
@@ -279,10 +282,12 @@ class _Node:
 class NodeTaskReporter:
     """dbt event callback that turns nodes into task runs, asset events and log lines.
 
-    dbt calls ``on_event`` from its worker threads for every event, so it returns at once for
-    all but a few. Task-run and asset events are sent in a copy of the calling flow's context, so
-    Prefect relates them to the flow run (and deployment, work pool, tags) as it does its own.
-    Outside a flow run nothing is reported.
+    dbt calls ``on_event`` from its worker threads for every event: it only queues the few that
+    matter and returns. One reporting thread, running in a copy of the calling flow's context (so
+    Prefect relates the events to the flow run, deployment, work pool and tags as it does its
+    own), sends them every REPORT_SECONDS in a burst. Batching keeps Prefect's background senders
+    from waking, and taking the GIL from dbt's threads, once per event. Outside a flow run only
+    the log lines are reported (to the run logger's handlers).
     """
 
     def __init__(self, manifest: Any) -> None:
@@ -304,41 +309,69 @@ class NodeTaskReporter:
         self.invocation = uuid4().hex[:8]
         self.nodes: dict[str, _Node] = {}
         self.assets: dict[str, Any] = {}
-        self.lock = threading.Lock()
         self.run_logger = run_logger()
-        self.task_runs = 0
         self.reporting_failed = False
+        self.pending: deque[Any] = deque()  # appended by dbt's threads, drained by the reporter
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(
+            target=self.context.run, args=(self._report,), name="dbt-node-reporter", daemon=True
+        )
+        self.thread.start()
 
     @property
     def enabled(self) -> bool:
         return self.flow_run is not None
 
-    # --- dbt's callback (its worker threads) ---------------------------------------------------
+    @property
+    def task_runs(self) -> int:
+        """Nodes reported as task runs (each started or finished)."""
+        return sum(1 for node in list(self.nodes.values()) if node.started is not None)
+
+    # --- dbt's callback (its worker threads) and the reporting thread ------------------------------
 
     def on_event(self, event: Any) -> None:
-        try:
-            name = event.info.name
-            if name == "NodeStart":
-                if self.enabled:
-                    self.context.copy().run(self._started, event)
-            elif name == "NodeFinished":
-                if self.enabled:
-                    self.context.copy().run(self._finished, event)
-            else:
-                level = LOG_LEVELS.get(event.info.level)
-                if level is not None and event.info.msg:
-                    self._log(event, level)
-        except Exception:  # reporting must never break the dbt run it reports on
-            if not self.reporting_failed:
-                self.reporting_failed = True
-                self.run_logger.warning("Reporting dbt's nodes to Prefect failed", exc_info=True)
+        name = event.info.name
+        if name in ("NodeStart", "NodeFinished") or (event.info.level in LOG_LEVELS and event.info.msg):
+            self.pending.append(event)  # deque.append is atomic: no lock, no wake-up
+
+    def _report(self) -> None:
+        while not self.stopped.wait(REPORT_SECONDS):
+            self._drain()
+        self._drain()
+
+    def _drain(self) -> None:
+        while self.pending:
+            event = self.pending.popleft()
+            try:
+                name = event.info.name
+                if name == "NodeStart":
+                    if self.enabled:
+                        self._started(event)
+                elif name == "NodeFinished":
+                    if self.enabled:
+                        self._finished(event)
+                else:
+                    self._log(event, LOG_LEVELS[event.info.level])
+            except Exception:  # reporting must never break the dbt run it reports on
+                if not self.reporting_failed:
+                    self.reporting_failed = True
+                    self.run_logger.warning("Reporting dbt's nodes to Prefect failed", exc_info=True)
 
     def _log(self, event: Any, level: int) -> None:
+        """A dbt line as a log record of its node's task run (else of the run), at dbt's time."""
         info = getattr(event.data, "node_info", None)  # a field of node events only
         if info is not None and info.unique_id and self.enabled:
-            self._node(info.unique_id, info).logger.log(level, event.info.msg)
+            adapter = self._node(info.unique_id, info).logger
         else:
-            self.run_logger.log(level, event.info.msg)
+            adapter = self.run_logger
+        logger = getattr(adapter, "logger", adapter)
+        if not logger.isEnabledFor(level):
+            return
+        extra = getattr(adapter, "extra", None)
+        record = logger.makeRecord(logger.name, level, "dbt", 0, event.info.msg, None, None, extra=extra)
+        record.created = event.info.ts.seconds + event.info.ts.nanos / 1e9
+        record.msecs = (event.info.ts.nanos // 1_000_000) % 1000
+        logger.handle(record)
 
     # --- nodes -----------------------------------------------------------------------------------
 
@@ -349,31 +382,27 @@ class NodeTaskReporter:
         from prefect._internal.uuid7 import uuid7
         from prefect.logging.loggers import PrefectLogAdapter
 
-        with self.lock:
-            node = self.nodes.get(unique_id)
-            if node is not None:
-                return node
-            manifest_node = self.manifest.nodes.get(unique_id) or getattr(
-                self.manifest, "unit_tests", {}
-            ).get(unique_id)
-            resource_type = str(info.resource_type or getattr(manifest_node, "resource_type", "node"))
-            name = f"{resource_type.lower()} {info.node_name or unique_id}"
-            node = _Node(unique_id, uuid7(), name, resource_type.lower(), manifest_node)
-            node.logger = PrefectLogAdapter(
-                node_logger(),
-                extra={
-                    "task_run_id": node.task_run_id,
-                    "flow_run_id": str(self.flow_run.id) if self.flow_run else None,
-                    "task_run_name": name,
-                    "task_name": "dbt",
-                    "flow_run_name": self.flow_run.name if self.flow_run else "<unknown>",
-                    "flow_name": self.flow_name,
-                },
-            )
-            depends_on = getattr(getattr(manifest_node, "depends_on", None), "nodes", None) or []
-            node.upstream = [self.nodes[d].task_run_id for d in depends_on if d in self.nodes]
-            self.nodes[unique_id] = node
-            return node
+        manifest_node = self.manifest.nodes.get(unique_id) or getattr(self.manifest, "unit_tests", {}).get(
+            unique_id
+        )
+        resource_type = str(info.resource_type or getattr(manifest_node, "resource_type", "node"))
+        name = f"{resource_type.lower()} {info.node_name or unique_id}"
+        node = _Node(unique_id, uuid7(), name, resource_type.lower(), manifest_node)
+        node.logger = PrefectLogAdapter(
+            node_logger(),
+            extra={
+                "task_run_id": node.task_run_id,
+                "flow_run_id": str(self.flow_run.id) if self.flow_run else None,
+                "task_run_name": name,
+                "task_name": "dbt",
+                "flow_run_name": self.flow_run.name if self.flow_run else "<unknown>",
+                "flow_name": self.flow_name,
+            },
+        )
+        depends_on = getattr(getattr(manifest_node, "depends_on", None), "nodes", None) or []
+        node.upstream = [self.nodes[d].task_run_id for d in depends_on if d in self.nodes]
+        self.nodes[unique_id] = node
+        return node
 
     def _task_run(self, node: _Node, state: Any) -> Any:
         from prefect.client.schemas.objects import TaskRun, TaskRunResult
@@ -420,7 +449,6 @@ class NodeTaskReporter:
         info = event.data.node_info
         node = self._node(info.unique_id, info)
         node.started = _timestamp(info.node_started_at)
-        self.task_runs += 1
         self._emit_state(node, Running(timestamp=node.started), None)
 
     def _finished(self, event: Any) -> None:
@@ -434,7 +462,6 @@ class NodeTaskReporter:
         initial = Running(timestamp=node.started) if node.started else None
         if node.started is None:  # skipped nodes never start
             node.started = _timestamp(info.node_finished_at)
-            self.task_runs += 1
         finished = max(_timestamp(info.node_finished_at), node.started)
         if status in FAILED:
             state = Failed(message=f"{node.name} {status}: {message}", timestamp=finished)
@@ -449,9 +476,12 @@ class NodeTaskReporter:
             self._emit_assets(node, info, failed=status in FAILED)
 
     def close(self) -> None:
-        """Fails the task runs of nodes that started but never finished (dbt stopped mid-run)."""
+        """Reports what is left, then fails the task runs of nodes that started but never finished
+        (dbt stopped mid-run)."""
         from prefect.states import Failed, Running
 
+        self.stopped.set()
+        self.thread.join()
         if not self.enabled:
             return
         for node in list(self.nodes.values()):

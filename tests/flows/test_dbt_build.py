@@ -165,6 +165,9 @@ def test_every_command_runs_its_nodes_into_the_chosen_schema(
     assert run("run", select="stg_orders stg_customers") == {"success": 2}
     assert run("test", select="stg_customers") == {"pass": 2}
     assert run("snapshot") == {"success": 1}
+    # A selection that matches nothing is a mistake, not a success.
+    state = dbt_build(project=PROJECT, command="run", select="stg_order", return_state=True)
+    assert state.is_failed() and "select stg_order / exclude (none) matches no run node" in state.message
     assert warehouse.count("jaffle_dev_raw.raw_orders") == 7
     assert warehouse.count("jaffle_dev.stg_orders") == warehouse.count("jaffle_dev.orders_snapshot") == 7
     assert not warehouse.query("select * from information_schema.tables where table_schema = 'jaffle_lite'")
