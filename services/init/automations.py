@@ -38,7 +38,7 @@ WEBHOOK_AUTOMATIONS = (ALERT_AUTOMATION, WORKER_DOWN_AUTOMATION)
 DEFAULTS = {
     "PENDING_RUN_TIMEOUT_MINUTES": 15,
     "LATE_RUN_TIMEOUT_MINUTES": 60,
-    "WORKER_DOWN_ALERT_SECONDS": 60,
+    "WORKER_DOWN_ALERT_SECONDS": 120,
 }
 
 TERMINAL = ("Completed", "Failed", "Cancelled", "Crashed")
@@ -120,7 +120,16 @@ def run_alert(block_id: Any, base_url: str, headline: str) -> SendNotification:
     )
 
 
+# Heartbeats missed before a run counts as gone. The Docker worker finds a vanished container
+# within a minute by asking Docker (services/worker/reconcile.py); this is the backstop for runs no
+# worker watches (a worker that cannot come back, other pools). Shorter would crash live runs each
+# time the server is away for a few minutes (heartbeats cannot arrive): measured, a restart under
+# heavy load took 220 s, and a 120 s window crashed a healthy ELT.
+ZOMBIE_HEARTBEATS = 10
+
+
 def zombie_automation() -> AutomationCore:
+    window = HEARTBEAT_SECONDS * ZOMBIE_HEARTBEATS
     return AutomationCore(
         name=ZOMBIE_AUTOMATION,
         description="A flow run whose container died stops sending heartbeats: mark it Crashed.",
@@ -131,12 +140,12 @@ def zombie_automation() -> AutomationCore:
             for_each={"prefect.resource.id"},
             posture=Posture.Proactive,
             threshold=1,
-            within=timedelta(seconds=HEARTBEAT_SECONDS * 4),
+            within=timedelta(seconds=window),
         ),
         actions=[
             ChangeFlowRunState(
                 state="CRASHED",
-                message=f"No heartbeat for {HEARTBEAT_SECONDS * 4} s: the flow-run container is gone.",
+                message=f"No heartbeat for {window // 60} min: the flow run's process is gone.",
             )
         ],
     )

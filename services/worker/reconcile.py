@@ -16,9 +16,10 @@ it would be dead. For each such run:
 Ending a run through the API frees its deployment slot (Prefect's orchestration does that). The
 warehouse lock is a global concurrency limit whose lease the holder records on its flow run (labels
 ``platform.lock-lease``, flows/warehouses/lock.py): any run that ended with a lease still recorded
-(killed mid-ELT, crashed here or by an automation) gets it released, so the next ELT never waits
-for a dead holder. Only runs of this Docker engine are judged: a run whose worker labels name
-another engine (or another worker) is left to that worker.
+(killed mid-ELT, crashed here or by an automation) gets it released once its container is gone,
+so the next ELT never waits for a dead holder, nor starts beside a live one. Only runs of this
+Docker engine are judged: a run whose worker labels name another engine (or another worker) is
+left to that worker.
 """
 
 from __future__ import annotations
@@ -188,6 +189,11 @@ class Reconciler:
         containers = self.docker.api.containers(all=True, filters={"label": FLOW_RUN_ID_LABEL})
         return {c["Labels"][FLOW_RUN_ID_LABEL]: c["Id"] for c in containers}
 
+    def running_containers(self) -> set[str]:
+        """Run ids whose flow-run container is running on this engine right now."""
+        containers = self.docker.api.containers(filters={"label": FLOW_RUN_ID_LABEL, "status": "running"})
+        return {c["Labels"][FLOW_RUN_ID_LABEL] for c in containers}
+
     def exit_of(
         self, run: Any, containers: dict[str, str], died: dict[str, ContainerExit]
     ) -> ContainerExit | None:
@@ -222,9 +228,14 @@ class Reconciler:
                 outcome = await self._settle(run, exit_)
                 if outcome:
                     outcomes.append(outcome)
-        for run in await self.ended_runs_since(since):
-            if self.owns(run) and lease_of(run) and await release_run_lock(self.client, run, self.logger):
-                outcomes.append(Outcome(run.id, run.name, "lock released", ""))
+        holding = [run for run in await self.ended_runs_since(since) if self.owns(run) and lease_of(run)]
+        if holding:
+            # Marked ended while its container still runs (e.g. crashed for missing heartbeats while
+            # the server was away): it still writes, so its lock stays until the container ends.
+            alive = await asyncio.to_thread(self.running_containers)
+            for run in holding:
+                if str(run.id) not in alive and await release_run_lock(self.client, run, self.logger):
+                    outcomes.append(Outcome(run.id, run.name, "lock released", ""))
         self._last_pass = now
         return outcomes
 

@@ -10,6 +10,8 @@ from services import contract
 from services.ui_url import ui_url
 from services.work_pools import HEARTBEAT_SECONDS
 
+FLOW_CLIENT_RETRIES = 8
+
 
 def flow_settings(settings_file: str | Path) -> dict[str, str]:
     """Non-empty settings of ``settings_file`` a flow may see, plus what the platform always sets.
@@ -25,6 +27,9 @@ def flow_settings(settings_file: str | Path) -> dict[str, str]:
     }
     # Links in the run's logs (the warehouse lock names the run it waits for) open in a browser.
     settings.setdefault("PREFECT_UI_URL", ui_url(os.environ))
+    # A run rides through a server restart or upgrade: each API call retries for ~8.5 min in all
+    # (2, 4, ... 256 s) instead of Prefect's ~1 min (5 retries), after which the run would crash.
+    settings.setdefault("PREFECT_CLIENT_MAX_RETRIES", str(FLOW_CLIENT_RETRIES))
     # Heartbeats let the zombie automation (services/init/automations.py) mark a vanished run Crashed.
     settings["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] = str(HEARTBEAT_SECONDS)
     return settings

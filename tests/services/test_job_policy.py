@@ -139,5 +139,10 @@ def test_flow_settings_leave_out_the_stacks_secrets_and_reserved_names(tmp_path:
     assert settings["SNOWFLAKE_PASSWORD"] == "sf" and settings["WAREHOUSE"] == "duckdb"
     assert not {"POSTGRES_PASSWORD", "PLATFORM_DIR", "PREFECT_API_URL", "EMPTY"} & set(settings)
     assert "PREFECT_FLOWS_HEARTBEAT_FREQUENCY" in settings
-    # Without a file: only what the platform always sets (heartbeats, the UI's address for links).
-    assert set(flow_settings(tmp_path / "absent")) == {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "PREFECT_UI_URL"}
+    # Without a file: only what the platform always sets (heartbeats, the UI's address for links,
+    # API retries that outlast a server restart).
+    assert set(flow_settings(tmp_path / "absent")) == {
+        "PREFECT_FLOWS_HEARTBEAT_FREQUENCY",
+        "PREFECT_UI_URL",
+        "PREFECT_CLIENT_MAX_RETRIES",
+    }

@@ -211,22 +211,34 @@ def test_runs_of_another_engine_or_worker_are_left_alone(pool: str) -> None:
     assert [run.state.type.value for run in anyio.run(scenario)] == ["RUNNING", "RUNNING"]
 
 
-def test_a_run_that_ended_with_its_lock_still_recorded_gets_it_released(pool: str) -> None:
-    """E.g. crashed by the heartbeat automation, or by the worker while the server was away."""
+def test_a_run_that_ended_with_its_lock_still_recorded_gets_it_released(
+    pool: str, containers: list[str]
+) -> None:
+    """E.g. crashed by the heartbeat automation: released once its container is gone, never while
+    it still runs (marked Crashed while the server was away, it is still writing)."""
 
-    async def scenario() -> tuple[int, Any]:
+    async def scenario() -> tuple[Any, Any]:
         async with get_client() as client:
-            run = await new_run(client, pool, {WORKER_NAME_LABEL: WORKER}, Running())
-            name, _ = await take_lock(client, run.id)
-            await client.set_flow_run_state(run.id, Crashed(message="no heartbeat"), force=True)
+            labels = {WORKER_NAME_LABEL: WORKER}
+            dead = await new_run(client, pool, labels, Running())
+            alive = await new_run(client, pool, labels, Running())
+            locks = {}
+            for run in (dead, alive):
+                locks[run.id], _ = await take_lock(client, run.id)
+                await client.set_flow_run_state(run.id, Crashed(message="no heartbeat"), force=True)
+            containers.append(container(alive.id, "--rm", "debian:bookworm-slim", "sleep", "300"))
             outcomes = await reconciler(client, pool).reconcile()
-            assert [o.state for o in outcomes] == ["lock released"]
-            limit = await client.read_global_concurrency_limit_by_name(name)
-            return limit.active_slots, await client.read_flow_run(run.id)
+            assert [(o.run_id, o.state) for o in outcomes] == [(dead.id, "lock released")]
+            result = []
+            for run in (dead, alive):
+                limit = await client.read_global_concurrency_limit_by_name(locks[run.id])
+                result.append((limit.active_slots, await client.read_flow_run(run.id)))
+            return tuple(result)
 
-    active, run = anyio.run(scenario)
-    assert active == 0 and run.labels[LEASE_LABEL] == ""
-    assert run.state.message == "no heartbeat", "its state is its own"
+    (dead_slots, dead), (alive_slots, alive) = anyio.run(scenario)
+    assert dead_slots == 0 and dead.labels[LEASE_LABEL] == ""
+    assert dead.state.message == "no heartbeat", "its state is its own"
+    assert alive_slots == 1 and alive.labels[LEASE_LABEL], "a live run keeps its lock"
 
 
 @pytest.mark.parametrize(
