@@ -273,6 +273,7 @@ class _Node:
     resource_type: str
     manifest_node: Any
     started: datetime | None = None
+    running_reported: bool = False
     last_event: Any = None
     logger: Any = None
     finished: bool = False
@@ -340,13 +341,16 @@ class NodeTaskReporter:
         self._drain()
 
     def _drain(self) -> None:
-        while self.pending:
-            event = self.pending.popleft()
+        batch = [self.pending.popleft() for _ in range(len(self.pending))]
+        # A node that started and finished within this batch goes straight to its final state (with
+        # its start time): a Running state nobody could see would only cost an event.
+        done = {e.data.node_info.unique_id for e in batch if e.info.name == "NodeFinished"}
+        for event in batch:
             try:
                 name = event.info.name
                 if name == "NodeStart":
                     if self.enabled:
-                        self._started(event)
+                        self._started(event, report=event.data.node_info.unique_id not in done)
                 elif name == "NodeFinished":
                     if self.enabled:
                         self._finished(event)
@@ -443,13 +447,15 @@ class NodeTaskReporter:
             task_run=task_run, initial_state=initial, validated_state=state, follows=node.last_event
         )
 
-    def _started(self, event: Any) -> None:
+    def _started(self, event: Any, report: bool = True) -> None:
         from prefect.states import Running
 
         info = event.data.node_info
         node = self._node(info.unique_id, info)
         node.started = _timestamp(info.node_started_at)
-        self._emit_state(node, Running(timestamp=node.started), None)
+        if report:
+            self._emit_state(node, Running(timestamp=node.started), None)
+            node.running_reported = True
 
     def _finished(self, event: Any) -> None:
         from prefect.states import Cancelled, Completed, Failed, Running
@@ -459,7 +465,7 @@ class NodeTaskReporter:
         result = event.data.run_result
         status = (result.status or info.node_status or "").lower()
         message = (result.message or status).strip()
-        initial = Running(timestamp=node.started) if node.started else None
+        initial = Running(timestamp=node.started) if node.running_reported else None
         if node.started is None:  # skipped nodes never start
             node.started = _timestamp(info.node_finished_at)
         finished = max(_timestamp(info.node_finished_at), node.started)
@@ -487,7 +493,8 @@ class NodeTaskReporter:
         for node in list(self.nodes.values()):
             if node.started is not None and not node.finished:
                 state = Failed(message=f"{node.name}: dbt stopped before the node finished")
-                self.context.copy().run(self._emit_state, node, state, Running(timestamp=node.started))
+                initial = Running(timestamp=node.started) if node.running_reported else None
+                self.context.copy().run(self._emit_state, node, state, initial)
                 node.finished = True
 
     # --- assets ----------------------------------------------------------------------------------
