@@ -87,7 +87,8 @@ class Stack:
         return config["services"][service]["image"]
 
     def up(self) -> subprocess.CompletedProcess[str]:
-        return self.run("./scripts/up")
+        # Several stacks start at once in CI (one per test file in parallel): allow a slow start.
+        return self.run("./scripts/up", "--timeout", "600")
 
     def down(self) -> None:
         images = json.loads(self.compose("config", "--format", "json", check=False).stdout or "{}")
