@@ -22,18 +22,15 @@ Prints figures, asserts nothing.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 from tests.bench.measure import (
-    FLOW_RUN_LABEL,
     MIB,
+    FlowRunEvents,
     StackMemory,
-    docker,
     load,
     parse_time,
     polling,
@@ -57,21 +54,7 @@ STEPS = (
 )
 
 
-def container_events(run_id: str, since: float) -> dict[str, float]:
-    """Docker's create/start/die times of the run's container (the engine's clock, the host's)."""
-    out = docker(
-        "events", "--since", f"{since:.3f}", "--until", f"{time.time():.3f}",
-        "--filter", "type=container", "--filter", f"label={FLOW_RUN_LABEL}={run_id}",
-        "--format", "{{json .}}",
-    )  # fmt: skip
-    events: dict[str, float] = {}
-    for line in out.splitlines():
-        event = json.loads(line)
-        events.setdefault(event["Action"], event["timeNano"] / 1e9)
-    return events
-
-
-def steps_of(api: PrefectApi, run: dict[str, Any], since: float) -> dict[str, float]:
+def steps_of(api: PrefectApi, run: dict[str, Any], events: FlowRunEvents) -> dict[str, float]:
     states = {
         s["type"]: parse_time(s["timestamp"]) for s in api.get(f"/flow_run_states/?flow_run_id={run['id']}")
     }
@@ -86,7 +69,7 @@ def steps_of(api: PrefectApi, run: dict[str, Any], since: float) -> dict[str, fl
         parse_time(run["start_time"]),
         parse_time(run["end_time"]),
     )
-    docker_at = container_events(run["id"], since)
+    docker_at = events.of(run["id"])
     pending = states.get("PENDING", running)
     create = docker_at.get("create", pending)
     start = docker_at.get("start", create)
@@ -123,19 +106,22 @@ def main() -> None:
         try:
             stack.up()
             print(f"elt/daily, full work per run ({load()} at start)")
-            with stack.client() as http, polling(StackMemory(stack.project)) as memory:
+            with (
+                stack.client() as http,
+                polling(StackMemory(stack.project)) as memory,
+                polling(FlowRunEvents()) as events,
+            ):
                 api = PrefectApi(http)
                 warm = api.wait(api.trigger(*DEPLOYMENT, FULL_WORK), timeout=600)
                 print(f"warm-up run: {warm['state_type']}, {warm['total_run_time']:.1f} s running")
                 rows, failed, cached = [], 0, 0
                 for _ in range(args.runs):
-                    since = time.time() - 1
                     run = api.wait(api.trigger(*DEPLOYMENT, FULL_WORK), timeout=600)
                     if run["state_type"] != "COMPLETED":
                         failed += 1
                         continue
                     cached += not rebuilt(api, run["id"])
-                    rows.append(steps_of(api, run, since))
+                    rows.append(steps_of(api, run, events))
             print(
                 f"{len(rows)} runs Completed, {failed} not, {cached} reused the dbt build ({load()} at end)"
             )

@@ -198,7 +198,7 @@ class StackMemory(Poller):
 
 
 @contextlib.contextmanager
-def polling(poller: Poller) -> Iterator[Any]:
+def polling(poller: Poller | FlowRunEvents) -> Iterator[Any]:
     poller.start()
     try:
         yield poller
@@ -230,3 +230,40 @@ def remove_flow_runs(project: str) -> None:
     ids = docker("ps", "-aq", "--filter", f"network={project}", "--filter", f"label={FLOW_RUN_LABEL}").split()
     if ids:
         subprocess.run(["docker", "rm", "-f", *ids], capture_output=True, check=False)
+
+
+class FlowRunEvents(threading.Thread):
+    """Docker's events of flow-run containers, recorded live: the engine keeps only its last few
+    hundred events for `docker events --since`, which a busy shared engine overwrites in seconds."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.process = subprocess.Popen(
+            ["docker", "events", "--filter", "type=container", "--filter", f"label={FLOW_RUN_LABEL}",
+             "--format", "{{json .}}"],
+            stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        self.events: list[tuple[str, str, float]] = []  # (flow-run id, action, epoch seconds)
+
+    def run(self) -> None:
+        for line in self.process.stdout or ():
+            with contextlib.suppress(ValueError, KeyError):
+                event = json.loads(line)
+                run_id = event["Actor"]["Attributes"][FLOW_RUN_LABEL]
+                self.events.append((run_id, event["Action"], event["timeNano"] / 1e9))
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)
+        self.join(timeout=10)
+
+    def of(self, run_id: str) -> dict[str, float]:
+        """Action -> first time, for one run's container(s)."""
+        out: dict[str, float] = {}
+        for run, action, at in list(self.events):
+            if run == run_id:
+                out.setdefault(action, at)
+        return out
+
+    def count(self, run_id: str, action: str) -> int:
+        return sum(1 for run, act, _ in list(self.events) if run == run_id and act == action)
