@@ -129,6 +129,10 @@ class PlatformDockerWorker(DockerWorker):
         """Runs this worker is starting or watching: reconciling leaves them alone."""
         return self.__dict__.setdefault("_watching", set())
 
+    def busy(self) -> set[UUID]:
+        """Runs this worker is submitting or watching: nothing to reconcile there."""
+        return self.watching | set(self._submitting_flow_run_ids)
+
     @property
     def exit_explanations(self) -> dict[UUID, str]:
         return self.__dict__.setdefault("_exit_explanations", {})
@@ -152,8 +156,7 @@ class PlatformDockerWorker(DockerWorker):
         watchdog = Reviver(DockerApi(), project, frozenset({"watchdog"}), log=self._logger.warning)
         while True:
             try:
-                busy = self.watching | set(self._submitting_flow_run_ids)
-                await (await self.reconciler()).reconcile(busy)
+                await (await self.reconciler()).reconcile(self.busy)
                 if project:
                     await asyncio.to_thread(watchdog.revive)
             except Exception:  # keep going through API or engine hiccups

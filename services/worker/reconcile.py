@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -212,19 +212,27 @@ class Reconciler:
             self.docker, {"label": [FLOW_RUN_ID_LABEL]}, since.timestamp(), by_label=FLOW_RUN_ID_LABEL
         )
 
-    async def reconcile(self, busy: Iterable[UUID] = ()) -> list[Outcome]:
-        """One pass; ``busy``: runs this worker is starting or watching right now."""
+    async def reconcile(self, busy: Callable[[], Iterable[UUID]] = tuple) -> list[Outcome]:
+        """One pass; ``busy()``: the runs this worker is starting or watching right now (asked
+        again before each run is judged: a pass can take a while on a loaded host)."""
         now = datetime.now(UTC)
         since = self._last_pass - timedelta(minutes=5) if self._last_pass else now - ENDED_LOOKBACK
-        busy_ids = set(busy)
         outcomes: list[Outcome] = []
-        runs = [run for run in await self.active_runs() if run.id not in busy_ids and self.owns(run)]
+        runs = [run for run in await self.active_runs() if self.owns(run)]
         if runs:
             # Docker's API is blocking: off the worker's event loop (it sends the heartbeats).
-            containers = await asyncio.to_thread(self.containers_by_run)
             died = await asyncio.to_thread(self.deaths_by_run, now - ENDED_LOOKBACK)
-            for run in runs:
+            for listed in runs:
+                if listed.id in set(busy()):
+                    continue
+                # Judged on its state and containers now, not as they were when the pass began.
+                run = await self.client.read_flow_run(listed.id)
+                if run.state is None or run.state.type.value not in ("RUNNING", "PENDING"):
+                    continue
+                containers = await asyncio.to_thread(self.containers_by_run)
                 exit_ = await asyncio.to_thread(self.exit_of, run, containers, died)
+                if listed.id in set(busy()):
+                    continue
                 outcome = await self._settle(run, exit_)
                 if outcome:
                     outcomes.append(outcome)
