@@ -128,7 +128,13 @@ def test_first_run_succeeds_and_logs_the_ui_url(
 ) -> None:
     assert first_run.returncode == 0, first_run.stdout + first_run.stderr
     log = host.read(LOG)
-    assert "bootstrap complete. Prefect UI: http://203.0.113.10:4200" in log  # public IP from IMDS
+    # No PUBLIC_HOSTNAME: plain HTTP stays on loopback, reached through SSM (instance id from IMDS).
+    assert (
+        "bootstrap complete. Prefect UI: http://localhost:4200 through SSM port forwarding, from your"
+        " machine: aws ssm start-session --target i-0123456789abcdef0 --document-name"
+        " AWS-StartPortForwardingSession --parameters portNumber=4200,localPortNumber=4200"
+    ) in log
+    assert "HTTPS: no PUBLIC_HOSTNAME" in log
     assert "sudo grep ^PREFECT_API_AUTH_STRING= /opt/prefect-platform/.env" in log
     assert "START_STACK=false: stack not started" in log
 
@@ -152,7 +158,7 @@ def test_env_holds_the_secret_generated_values_and_ec2_settings(
     assert env["PREFECT_API_AUTH_STRING"] == secret[1]["PREFECT_API_AUTH_STRING"]
     assert env["SNOWFLAKE_PASSWORD"] == secret[1]["SNOWFLAKE_PASSWORD"]
     assert re.fullmatch(r"[0-9a-f]{48}", env["POSTGRES_PASSWORD"]), "missing secret was not generated"
-    assert env["PREFECT_BIND_ADDRESS"] == "0.0.0.0"
+    assert (env["PREFECT_BIND_ADDRESS"], env["TLS_MODE"]) == ("127.0.0.1", "off")
     assert env["PREFECT_UI_API_URL"] == "/api"
     assert env["PLATFORM_DIR"] == INSTALL_DIR
     assert not [k for k, v in env.items() if "__GENERATE__" in v]
@@ -297,9 +303,11 @@ def test_stack_stops_at_shutdown_and_starts_at_boot(
     host.sh(": > /var/log/fake-docker.log")
     host.reboot()
     calls = [c for c in host.read("/var/log/fake-docker.log").splitlines() if "args=compose" in c]
+    as_prefect = f"user=prefect cwd={INSTALL_DIR} args="
     assert calls == [
-        f"user=prefect cwd={INSTALL_DIR} args=compose down",
-        f"user=prefect cwd={INSTALL_DIR} args=compose up -d --wait --remove-orphans",
+        f"{as_prefect}compose ps -q prefect-server",  # scripts/down: is there a server to drain through?
+        f"{as_prefect}compose down --remove-orphans",
+        f"{as_prefect}compose up -d --wait --remove-orphans",
     ]
     assert host.sh("systemctl is-active prefect-platform.service").stdout.strip() == "active"
 
@@ -394,3 +402,52 @@ def test_tarball_source_without_systemd(
     second = plain_host.run_userdata(env)
     assert second.returncode == 0, second.stdout + second.stderr
     assert "already holds this tarball" in second.stdout
+
+
+def test_a_public_hostname_turns_on_https_with_acme(
+    plain_host: ContainerHost,
+    module_imds: FakeImds,
+    moto_endpoint: str,
+    secrets_client,  # type: ignore[no-untyped-def]
+) -> None:
+    """The host name from the user data, the ACME contact from the secret: acme mode, loopback plain port."""
+    values = {"PREFECT_API_AUTH_STRING": f"admin:{uuid.uuid4().hex}", "ACME_EMAIL": "ops@example.com"}
+    secret_id = create_secret(secrets_client, f"prefect-platform/tls-{uuid.uuid4().hex[:8]}", values)
+    env = userdata_env(
+        module_imds.endpoint,
+        moto_endpoint,
+        secret_id,
+        INSTALL_DIR="/opt/pp-https",
+        PUBLIC_HOSTNAME="prefect.example.com",
+        PREFECT_BIND_ADDRESS="0.0.0.0",  # an old default: HTTPS puts the plain port back on loopback
+    )
+    result = plain_host.run_userdata(env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    written = parse_env(plain_host.read("/opt/pp-https/.env"))
+    assert (written["TLS_MODE"], written["PUBLIC_HOSTNAME"], written["ACME_EMAIL"]) == (
+        "acme",
+        "prefect.example.com",
+        "ops@example.com",
+    )
+    assert written["PREFECT_BIND_ADDRESS"] == "127.0.0.1"
+    assert "HTTPS: TLS_MODE=acme for prefect.example.com" in result.stdout
+    assert "bootstrap complete. Prefect UI: https://prefect.example.com" in result.stdout
+    again = plain_host.run_userdata(env)
+    assert again.returncode == 0 and "envfile: /opt/pp-https/.env unchanged" in again.stdout, again.stdout
+
+
+def test_a_public_hostname_without_acme_email_stops_before_docker(
+    plain_host: ContainerHost, module_imds: FakeImds, moto_endpoint: str, secret: tuple[str, dict[str, str]]
+) -> None:
+    env = userdata_env(
+        module_imds.endpoint,
+        moto_endpoint,
+        secret[0],
+        INSTALL_DIR="/opt/pp-https-no-email",
+        PUBLIC_HOSTNAME="prefect.example.com",
+    )
+    result = plain_host.run_userdata(env)
+    assert result.returncode == 1
+    assert "PUBLIC_HOSTNAME is prefect.example.com but ACME_EMAIL is empty" in result.stdout
+    assert "FAILED (exit 1) during: configuring HTTPS" in result.stdout
+    assert "install-docker" not in result.stdout
