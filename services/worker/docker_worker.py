@@ -39,7 +39,7 @@ from prefect.client.schemas.filters import (
 )
 from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.exceptions import InfrastructureNotFound, ObjectNotFound
-from prefect.states import Failed
+from prefect.states import Crashed, Failed
 from prefect.utilities.engine import propose_state
 from prefect_docker.worker import DockerWorker, DockerWorkerJobConfiguration, DockerWorkerResult
 
@@ -121,8 +121,16 @@ class PlatformDockerWorker(DockerWorker):
             self._logger.exception("could not label flow run %r with its Docker engine", flow_run.name)
 
     async def _propose_crashed_state(self, flow_run: FlowRun, message: str, client: Any = None) -> None:
+        """Crashed with the container's exit in words, and the run's task runs ended with it: a
+        killed engine cannot end the task it was in, which would look alive for ever."""
         explanation = self.exit_explanations.pop(flow_run.id, None)
         await super()._propose_crashed_state(flow_run, explanation or message, client)
+        try:
+            run = await self.client.read_flow_run(flow_run.id)
+            if run.state is not None and run.state.is_final():
+                await reconcile.end_task_runs(self.client, run.id, Crashed(message=explanation or message))
+        except Exception:  # the server is away: reconciling ends them once it is back
+            self._logger.exception("could not end the task runs of flow run %r now", flow_run.name)
 
     @property
     def watching(self) -> set[UUID]:

@@ -144,3 +144,45 @@ def test_a_tampered_template_is_refused_by_the_worker_and_starts_no_container(
         ["docker", "ps", "-aq", "--filter", f"label={label}"], capture_output=True, text=True, check=True
     ).stdout
     assert not started.strip(), "no container may be created for a refused job"
+
+
+def test_a_crashed_run_takes_its_running_task_runs_with_it(docker_engine: None, prefect_server: None) -> None:
+    """A container killed mid-task: the engine cannot end the task it was in, the worker does."""
+    from prefect.states import Completed
+
+    pool = f"crash-test-{uuid.uuid4().hex[:8]}"
+
+    async def scenario() -> dict[str, str]:
+        async with get_client() as client:
+            await client.create_work_pool(
+                WorkPoolCreate(
+                    name=pool, type="docker", base_job_template=DockerWorker.get_default_base_job_template()
+                )
+            )
+            flow_id = await client.create_flow(sleeper)
+            deployment_id = await client.create_deployment(
+                flow_id=flow_id, name="crash-me", work_pool_name=pool, entrypoint="x.py:sleeper"
+            )
+            run = await client.create_flow_run_from_deployment(deployment_id)
+            await client.set_flow_run_state(run.id, Running(), force=True)
+            tasks = {}
+            for name, state in (("ingest", Running()), ("done", Completed())):
+                created = await client._client.post(
+                    "/task_runs/",
+                    json={"name": name, "flow_run_id": str(run.id), "task_key": name, "dynamic_key": "0"},
+                )
+                created.raise_for_status()
+                tasks[name] = uuid.UUID(created.json()["id"])
+                await client.set_task_run_state(tasks[name], state, force=True)
+            async with PlatformDockerWorker(work_pool_name=pool, name="w", limit=1) as worker:
+                worker.exit_explanations[run.id] = "killed by a signal (exit code 137)"
+                await worker._propose_crashed_state(await client.read_flow_run(run.id), "exit 137")
+            ended = {"flow": (await client.read_flow_run(run.id)).state}
+            for name, task_id in tasks.items():
+                ended[name] = (await client.read_task_run(task_id)).state
+            return {name: f"{state.type.value}: {state.message}" for name, state in ended.items()}
+
+    ended = anyio.run(scenario)
+    assert ended["flow"] == "CRASHED: killed by a signal (exit code 137)", ended
+    assert ended["ingest"] == "CRASHED: killed by a signal (exit code 137)", ended
+    assert ended["done"].startswith("COMPLETED"), ended
