@@ -313,6 +313,7 @@ class NodeTaskReporter:
         self.run_logger = run_logger()
         self.reporting_failed = False
         self.pending: deque[Any] = deque()  # appended by dbt's threads, drained by the reporter
+        self.materialized: list[tuple[_Node, Any, bool, datetime]] = []  # asset events, sent at close
         self.stopped = threading.Event()
         self.thread = threading.Thread(
             target=self.context.run, args=(self._report,), name="dbt-node-reporter", daemon=True
@@ -478,8 +479,10 @@ class NodeTaskReporter:
             state = Completed(message=message, timestamp=finished)
         self._emit_state(node, state, initial)
         node.finished = True
-        if status not in SKIPPED:
-            self._emit_assets(node, info, failed=status in FAILED)
+        if status not in SKIPPED and node.resource_type in MATERIALIZED:
+            # Sent once dbt is done (stamped with this time): asset events need not be live, and
+            # sending them meanwhile would take CPU from dbt's threads.
+            self.materialized.append((node, info, status in FAILED, finished))
 
     def close(self) -> None:
         """Reports what is left, then fails the task runs of nodes that started but never finished
@@ -490,6 +493,8 @@ class NodeTaskReporter:
         self.thread.join()
         if not self.enabled:
             return
+        for node, info, failed, finished in self.materialized:
+            self.context.copy().run(self._emit_assets, node, info, failed, finished)
         for node in list(self.nodes.values()):
             if node.started is not None and not node.finished:
                 state = Failed(message=f"{node.name}: dbt stopped before the node finished")
@@ -541,7 +546,7 @@ class NodeTaskReporter:
                 found.append(asset)
         return found
 
-    def _emit_assets(self, node: _Node, info: Any, failed: bool) -> None:
+    def _emit_assets(self, node: _Node, info: Any, failed: bool, occurred: datetime) -> None:
         from google.protobuf.json_format import MessageToDict
         from prefect.context import AssetContext
         from prefect.events import emit_event
@@ -554,7 +559,10 @@ class NodeTaskReporter:
         upstream = self._upstream_assets(node.manifest_node)
         for parent in upstream:
             emit_event(
-                event="prefect.asset.referenced", resource=AssetContext.asset_as_resource(parent), related=[]
+                event="prefect.asset.referenced",
+                resource=AssetContext.asset_as_resource(parent),
+                related=[],
+                occurred=occurred,
             )
         related = [AssetContext.asset_as_related(parent) for parent in upstream]
         related += [
@@ -570,4 +578,5 @@ class NodeTaskReporter:
             resource=AssetContext.asset_as_resource(asset),
             related=related,
             payload=MessageToDict(info, preserving_proto_field_name=True),
+            occurred=occurred,
         )
