@@ -44,6 +44,7 @@ def main(argv: list[str] | None = None) -> None:
         PREFECT_SERVER_LOGGING_LEVEL,
     )
 
+    from services.server import event_ordering  # noqa: F401 - its clock starts with the process
     from services.server.login_throttle import LoginThrottle
 
     app = LoginThrottle.from_env(create_app(final=True))
