@@ -45,6 +45,9 @@ WORKER_NAME_LABEL = "prefect.worker.name"  # Prefect's own, set when a worker ta
 RECONCILE_SECONDS = 30.0
 # A container that died this recently is still being reported by its engine or the worker's watch.
 GRACE_SECONDS = 15.0
+# How long after its flow run ended a task run may still be Running: its last state, sent as an
+# event, is being written.
+TASK_REPORT_GRACE = timedelta(minutes=2)
 # How far back to look for runs that ended with a lock lease still recorded.
 ENDED_LOOKBACK = timedelta(hours=24)
 PAGE = 200
@@ -244,7 +247,45 @@ class Reconciler:
             for run in holding:
                 if str(run.id) not in alive and await release_run_lock(self.client, run, self.logger):
                     outcomes.append(Outcome(run.id, run.name, "lock released", ""))
+        outcomes += await self._end_orphan_task_runs(since, now)
         self._last_pass = now
+        return outcomes
+
+    async def _end_orphan_task_runs(self, since: datetime, now: datetime) -> list[Outcome]:
+        """Task runs still Running or Pending in runs that ended over TASK_REPORT_GRACE ago: their
+        final state was lost on its way (task states travel as events; the server drops them when
+        its database stays away too long), so they would look alive for ever."""
+        from prefect.client.schemas.filters import (
+            FlowRunFilter,
+            FlowRunFilterId,
+            TaskRunFilter,
+            TaskRunFilterState,
+            TaskRunFilterStateType,
+        )
+        from prefect.states import Crashed
+
+        ended = {
+            run.id: run
+            for run in await self.ended_runs_since(since)
+            if self.owns(run) and run.end_time is not None and now - run.end_time > TASK_REPORT_GRACE
+        }
+        if not ended:
+            return []
+        orphans = await self.client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=list(ended))),
+            task_run_filter=TaskRunFilter(
+                state=TaskRunFilterState(type=TaskRunFilterStateType(any_=["RUNNING", "PENDING"]))
+            ),
+            limit=PAGE,
+        )
+        outcomes = []
+        for task_run in orphans:
+            run = ended[task_run.flow_run_id]
+            ended_as = run.state.name if run.state else "ended"
+            message = f"Its final state never reached the server; flow run {run.name!r} ended {ended_as}."
+            await self.client.set_task_run_state(task_run.id, Crashed(message=message), force=True)
+            self.logger.warning("Task run %r of flow run %r: %s", task_run.name, run.name, message)
+            outcomes.append(Outcome(task_run.id, task_run.name, "CRASHED", message))
         return outcomes
 
     async def _settle(self, run: Any, exit_: ContainerExit | None) -> Outcome | None:

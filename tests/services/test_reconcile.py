@@ -136,6 +136,35 @@ def test_a_run_whose_container_vanished_unseen_ends_crashed_and_frees_its_lock(p
     assert active == 0 and run.labels[LEASE_LABEL] == "", "the dead run's lock must be free"
 
 
+def test_a_task_run_whose_end_was_lost_is_ended_once_its_flow_run_has_been_over_a_while(
+    pool: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The flow run Completed, its task's last event dropped (the server's database was away)."""
+    from prefect.states import Completed
+
+    from services.worker import reconcile
+
+    async def scenario() -> tuple[list[Any], list[Any], Any, Any]:
+        async with get_client() as client:
+            run = await new_run(client, pool, {WORKER_NAME_LABEL: WORKER}, Running())
+            task_run = await client.create_task_run(step, flow_run_id=run.id, dynamic_key="0")
+            await client.set_task_run_state(task_run.id, Running(), force=True)
+            await client.set_flow_run_state(run.id, Completed(), force=True)
+            within_grace = await reconciler(client, pool).reconcile()
+            monkeypatch.setattr(reconcile, "TASK_REPORT_GRACE", reconcile.timedelta(0))
+            after_grace = await reconciler(client, pool).reconcile()
+            return within_grace, after_grace, await client.read_task_run(task_run.id), run
+
+    within_grace, after_grace, task_run, run = anyio.run(scenario)
+    assert within_grace == [], "its last state may still be on its way"
+    assert [(o.run_id, o.state) for o in after_grace] == [(task_run.id, "CRASHED")]
+    assert task_run.state.type.value == "CRASHED"
+    assert (
+        task_run.state.message
+        == f"Its final state never reached the server; flow run {run.name!r} ended Completed."
+    )
+
+
 def test_each_run_ends_as_its_container_did(pool: str, containers: list[str]) -> None:
     """Exit 0 while the server was away: Completed. Killed: Crashed, not blamed on memory. Out of
     memory: Crashed, naming the limit. Still running: untouched."""
