@@ -309,13 +309,16 @@ def snapshot(api: PrefectApi) -> dict:
         ),
         key=lambda d: d["name"],
     )
-    automations = sorted(
-        (
-            {k: a[k] for k in ("id", "name", "trigger", "actions", "enabled")}
-            for a in api.post("/automations/filter")
-        ),
-        key=lambda a: a["name"],
-    )
+
+    def automation(a: dict) -> dict:
+        kept = {k: a[k] for k in ("id", "name", "trigger", "actions", "enabled")}
+        if "__automation_" in a["name"]:
+            # A deployment's trigger from flows/prefect.yaml: `prefect deploy` deletes and creates
+            # it again on every deploy (Prefect's behaviour), the same but with new ids.
+            kept |= {"id": None, "trigger": {**a["trigger"], "id": None}}
+        return kept
+
+    automations = sorted((automation(a) for a in api.post("/automations/filter")), key=lambda a: a["name"])
     pool = api.get("/work_pools/docker-pool")
     return {"pool": pool["base_job_template"], "deployments": deployments, "automations": automations}
 
