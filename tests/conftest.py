@@ -9,9 +9,13 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+
+from tests.support.report import REPORT_DIR_ENV, collected
 
 
 def docker_engine_problem() -> str | None:
@@ -66,3 +70,21 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
     if report.failed:
         item.module.__dict__["_any_test_failed"] = True  # type: ignore[union-attr]
     return report
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The controlling process (not an xdist worker) makes the folder announced text goes to."""
+    if not hasattr(config, "workerinput"):
+        os.environ[REPORT_DIR_ENV] = tempfile.mkdtemp(prefix="platform-test-report-")
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    """Figures and diagnostics the modules announced (tests/support/report.py)."""
+    if hasattr(config, "workerinput") or not os.environ.get(REPORT_DIR_ENV):
+        return
+    directory = Path(os.environ[REPORT_DIR_ENV])
+    text = collected(directory) if directory.is_dir() else ""
+    if text:
+        terminalreporter.section("figures and diagnostics announced by the tests")
+        terminalreporter.write(text)
+    shutil.rmtree(directory, ignore_errors=True)

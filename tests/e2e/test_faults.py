@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.support.report import announce
 from tests.support.stack import PrefectApi, Stack, copy_checkout, running
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(2400)]
@@ -82,11 +83,8 @@ def stack(
             yield stack
         finally:
             subprocess.run(["docker", "rm", "-f", stack.sink], capture_output=True)
-            capture = request.config.pluginmanager.getplugin("capturemanager")
-            with capture.global_and_fixture_disabled():  # type: ignore[union-attr]
-                print("\nrecovery per fault (issue 15):")
-                for case, figure in RECOVERY.items():
-                    print(f"  {case:<44} {figure}")
+            lines = [f"  {case:<44} {figure}" for case, figure in RECOVERY.items()]
+            announce("recovery per fault (issue 15):\n" + "\n".join(lines))
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +96,7 @@ def api(stack: FaultStack) -> Iterator[PrefectApi]:
 def record(case: str, figure: str, capsys: pytest.CaptureFixture[str]) -> None:
     RECOVERY[case] = figure
     with capsys.disabled():
-        print(f"\n[recovery] {case}: {figure}")
+        print(f"\n[recovery] {case}: {figure}")  # as it happens, when run without xdist
 
 
 def until(what: str, check: Callable[[], Any], timeout: float, every: float = 0.5) -> Any:

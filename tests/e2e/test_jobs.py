@@ -21,6 +21,7 @@ import httpx
 import pytest
 
 from tests.support.proxy import ToLoopback
+from tests.support.report import announce
 from tests.support.stack import PrefectApi, Stack, copy_checkout, env_value, free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(2400)]
@@ -39,10 +40,8 @@ def stack(
         yield stack
     finally:
         if request.module.__dict__.get("_any_test_failed") or not hasattr(stack, "up_result"):
-            capture = request.config.pluginmanager.getplugin("capturemanager")
-            with capture.global_and_fixture_disabled():  # type: ignore[union-attr]
-                print(stack.dump_diagnostics())
-                print(stack.compose("--profile", "process", "logs", "--tail", "80", check=False).stdout)
+            announce(stack.dump_diagnostics())
+            announce(stack.compose("--profile", "process", "logs", "--tail", "80", check=False).stdout)
         stack.compose(
             "--profile", "process", "down", "-v", "--remove-orphans", "--timeout", "10", check=False
         )

@@ -28,6 +28,7 @@ import pytest
 
 from scripts.lib import archive
 from scripts.lib.archive import ArchiveWriter
+from tests.support.report import announce
 from tests.support.stack import PrefectApi, Stack, copy_checkout, running
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(3600)]
@@ -66,10 +67,7 @@ def stack(
             ["docker", "images", "-aq", "--filter", label], capture_output=True, text=True
         ).stdout
         subprocess.run(["docker", "image", "rm", "-f", *sorted(set(ids.split()))], capture_output=True)
-        capture = request.config.pluginmanager.getplugin("capturemanager")
-        with capture.global_and_fixture_disabled():  # type: ignore[union-attr]
-            for name, value in FIGURES.items():
-                print(f"figure: {name} = {value:.1f}")
+        announce("operations (issue 13):\n" + "\n".join(f"  {k} = {v:.1f}" for k, v in FIGURES.items()))
 
 
 @pytest.fixture(scope="module")

@@ -25,6 +25,7 @@ from tests.support.proxy import (
     self_signed,
     served_certificate,
 )
+from tests.support.report import announce
 from tests.support.stack import copy_checkout
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1200)]
@@ -76,9 +77,7 @@ def stack(
         yield stack
     finally:
         if request.module.__dict__.get("_any_test_failed") or not hasattr(stack, "up_result"):
-            capture = request.config.pluginmanager.getplugin("capturemanager")
-            with capture.global_and_fixture_disabled():  # type: ignore[union-attr]
-                print(stack.dump_diagnostics())
+            announce(stack.dump_diagnostics())
         stack.down()
         subprocess.run(["docker", "rmi", "-f", f"{stack.project}-pebble"], capture_output=True)
 

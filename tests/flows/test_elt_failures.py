@@ -35,7 +35,10 @@ def _no_tables(warehouse: DuckWarehouse) -> bool:
     [
         ({"source": {"kind": "rest"}}, "base_url"),
         ({"source": {"kind": "sql", "tables": []}}, "at least 1 item"),
-        ({"source": {"kind": "ftp"}}, "does not match any of the expected tags: 'airbyte', 'demo', 'rest', 'sql'"),
+        (
+            {"source": {"kind": "ftp"}},
+            "does not match any of the expected tags: 'airbyte', 'demo', 'rest', 'sql'",
+        ),
         ({"source": {"kind": "demo", "through_day": 0}}, "greater than or equal to 1"),
         ({"source": {"kind": "demo", "data_dir": "/nonexistent"}}, "has no day_<n> folders"),
         ({"source": {"kind": "rest", "base_url": "ftp://x"}}, "base_url must be an http(s) URL"),

@@ -179,7 +179,7 @@ def running(stack: Stack, request: Any) -> Iterator[Stack]:
         yield stack
     finally:
         if request.module.__dict__.get("_any_test_failed") or not hasattr(stack, "up_result"):
-            capture = request.config.pluginmanager.getplugin("capturemanager")
-            with capture.global_and_fixture_disabled():
-                print(stack.dump_diagnostics())
+            from tests.support.report import announce
+
+            announce(stack.dump_diagnostics())
         stack.down()
