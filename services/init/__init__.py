@@ -5,8 +5,11 @@ Runs on the platform image (Prefect and prefect-docker only, no flow code):
 2. the Docker work pool exists with services/work_pools/docker.json, rendered with this stack's
    settings (work_pool);
    and, when ECS_WORK_POOL_NAME is set, the ECS pool with services/work_pools/ecs.json (ecs_pool);
-3. the automations exist: alert on failed/crashed runs when ALERT_WEBHOOK_URL is set, and mark
-   runs whose heartbeat stopped as crashed (automations).
+3. the automations exist: runs whose heartbeat stopped marked Crashed, runs stuck Pending or Late
+   ended, and, when ALERT_WEBHOOK_URL is set, failed/crashed runs and a pool without a worker
+   alerted (automations);
+4. the server's default result storage: an S3 bucket block when RESULTS_S3_URI is set, else the
+   data volume (result_storage).
 Registering the deployments of flows/prefect.yaml imports the team's code, so it is a separate
 one-shot on the flow-run image (services/deploy). Every step is idempotent and says what it did.
 """
