@@ -155,16 +155,17 @@ def lock_kind() -> str:
 
 
 def test_the_snapshot_waits_for_the_lock_holder(prefect_server: None, lock_kind: str) -> None:
-    released = threading.Event()
+    acquired, released = threading.Event(), threading.Event()
 
     def hold_for_a_while() -> None:
         with holding_warehouse_lock(lock_kind, 30):
+            acquired.set()
             time.sleep(3)
         released.set()
 
     holder = threading.Thread(target=hold_for_a_while)
     holder.start()
-    time.sleep(1)
+    assert acquired.wait(60), "the first holder never got the lock"
     started = time.monotonic()
     with holding_warehouse_lock(lock_kind, 60):
         assert released.is_set(), "acquired while another holder still had the slot"
