@@ -7,7 +7,7 @@ flow run, and the flow's ingest time against a bare dlt pipeline on the same dat
 Not a pytest module (no test_ prefix). Per scale it generates the demo shop's CSVs (the committed
 sample's generator, 3 days), then runs, each in its own fresh process and warehouse:
   * bare dlt: ``dlt.pipeline(...).run(demo_shop(...))``, nothing else;
-  * the flow: ``elt(source="demo")`` against a Prefect server started once for the benchmark, as a
+  * the flow: ``elt(source={"kind": "demo"})`` against a Prefect server started once for the benchmark, as a
     flow-run container would run it (ingest, dbt build, artifacts).
 Peak RSS is the flow process's maximum resident set (wait4's ru_maxrss), the figure a container
 memory limit is compared with. Timings on a shared 2-core machine vary by 10-20% between runs.
@@ -104,7 +104,7 @@ FLOW_RUN = """
 import json, os, time
 started = time.perf_counter()
 from flows.elt import elt
-result = elt(source="demo", transform=os.environ["BENCH_TRANSFORM"] == "1")
+result = elt(source={"kind": "demo"}, transform=os.environ["BENCH_TRANSFORM"] == "1")
 print(json.dumps({
     "in_flow_seconds": time.perf_counter() - started,
     "ingest_seconds": result["ingest_seconds"],
