@@ -172,10 +172,19 @@ def test_elt_and_self_check_build_history(stack: Stack, api: PrefectApi) -> None
 
 def test_backup_waits_for_the_warehouse_lock(stack: Stack, api: PrefectApi) -> None:
     """While a holder (here the test, as an ELT run would) has the lock, the backup copies nothing."""
-    lease = api.post(
-        "/v2/concurrency_limits/increment-with-lease",
-        {"names": ["elt-warehouse-duckdb"], "slots": 1, "lease_duration": 300},
-    )["lease_id"]
+    # The ELT's Completed event starts customer-scores, which holds the lock for a while: take it
+    # once that run lets go (423: no slot free yet).
+    deadline = time.monotonic() + 300
+    while True:
+        taken = api.http.post(
+            "/v2/concurrency_limits/increment-with-lease",
+            json={"names": ["elt-warehouse-duckdb"], "slots": 1, "lease_duration": 300},
+        )
+        if taken.status_code != 423 or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    taken.raise_for_status()
+    lease = taken.json()["lease_id"]
     backup = subprocess.Popen(
         ["./scripts/backup"],
         cwd=stack.root,

@@ -93,8 +93,10 @@ def pebble_root(stack: ProxyStack, tmp_path_factory: pytest.TempPathFactory) -> 
     return path
 
 
-def issued(stack: ProxyStack) -> list[str]:
-    return re.findall(r"Issued certificate serial (\w+)", stack.logs("pebble"))
+def issued(stack: ProxyStack) -> list[int]:
+    """Serial numbers Pebble issued (it logs them in hex, zero-padded to whole bytes)."""
+    serials = re.findall(r"Issued certificate serial (\w+)", stack.logs("pebble"))
+    return [int(serial, 16) for serial in serials]
 
 
 def test_up_prints_the_public_https_address(stack: ProxyStack) -> None:
@@ -107,7 +109,7 @@ def test_a_certificate_from_pebble_is_served_for_the_host_name(stack: ProxyStack
     assert "Pebble" in certificate.issuer.rfc4514_string(), certificate.issuer
     names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert names.get_values_for_type(x509.DNSName) == [HOSTNAME]
-    assert issued(stack) == [format(certificate.serial_number, "x")]
+    assert issued(stack) == [certificate.serial_number]
 
 
 def test_http_redirects_and_only_the_proxy_is_reachable(stack: ProxyStack) -> None:
