@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import sys
 import time
@@ -65,10 +66,20 @@ async def cancel(containers: list[Any], seconds: float) -> int:
         f"Cancelled by ./scripts/down: the stack was stopped while this run was still going after "
         f"{seconds:.0f} s of waiting (DRAIN_SECONDS). Run it again once the stack is up."
     )
+    import docker.errors
+
     cancelled = 0
     async with get_client() as client:
         for container in containers:
             run_id = container.labels[FLOW_RUN_ID_LABEL]
+            try:
+                container.reload()
+                still_running = container.status == "running"
+            except docker.errors.NotFound:  # ended and removed since the wait looked
+                still_running = False
+            if not still_running:
+                log(f"{describe(container)} finished meanwhile")
+                continue
             try:
                 # Before the kill: a run killed first could still report a crash.
                 await client.set_flow_run_state(run_id, Cancelled(message=message), force=True)
@@ -77,7 +88,8 @@ async def cancel(containers: list[Any], seconds: float) -> int:
                 cancelled += 1
             except Exception as exc:  # the server is gone: the next start's reconcile settles it
                 log(f"could not mark {describe(container)} Cancelled ({exc}); it ends Crashed at the next up")
-            container.kill()
+            with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+                container.kill()  # it may end on its own meanwhile: gone is what we want
             log(f"{describe(container)} cancelled and its container stopped")
     return cancelled
 
