@@ -31,8 +31,7 @@ from tests.support.proxy import (
     assert_only_the_proxy_is_reachable_from_other_machines,
     served_certificate,
 )
-from tests.support.report import announce
-from tests.support.stack import copy_checkout
+from tests.support.stack import copy_checkout, running
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1500)]
 
@@ -44,13 +43,8 @@ def stack(
     root = tmp_path_factory.mktemp("clone")
     copy_checkout(root)
     stack = ProxyStack(root, tls_mode="internal", hostname="prefect.internal.test")
-    try:
-        stack.up_result = stack.up()  # type: ignore[attr-defined]
+    with running(stack, request):
         yield stack
-    finally:
-        if request.module.__dict__.get("_any_test_failed") or not hasattr(stack, "up_result"):
-            announce(stack.dump_diagnostics())
-        stack.down()
 
 
 @pytest.fixture(scope="module")

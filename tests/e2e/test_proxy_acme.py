@@ -25,8 +25,7 @@ from tests.support.proxy import (
     self_signed,
     served_certificate,
 )
-from tests.support.report import announce
-from tests.support.stack import copy_checkout
+from tests.support.stack import copy_checkout, running
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1200)]
 
@@ -73,12 +72,9 @@ def stack(
         OVERRIDE.format(project=stack.project, hostname=HOSTNAME)
     )
     try:
-        stack.up_result = stack.up()  # type: ignore[attr-defined]
-        yield stack
+        with running(stack, request):
+            yield stack
     finally:
-        if request.module.__dict__.get("_any_test_failed") or not hasattr(stack, "up_result"):
-            announce(stack.dump_diagnostics())
-        stack.down()
         subprocess.run(["docker", "rmi", "-f", f"{stack.project}-pebble"], capture_output=True)
 
 

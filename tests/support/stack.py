@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 
 from tests.support import REPO
+from tests.support.report import announce
 
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 
@@ -179,7 +180,5 @@ def running(stack: Stack, request: Any) -> Iterator[Stack]:
         yield stack
     finally:
         if request.module.__dict__.get("_any_test_failed") or not hasattr(stack, "up_result"):
-            from tests.support.report import announce
-
             announce(stack.dump_diagnostics())
         stack.down()
