@@ -10,6 +10,7 @@ import subprocess
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -32,6 +33,22 @@ def sleeper() -> None:
     """Never runs here: the test only needs a flow to create a deployment of."""
 
 
+async def running_run(client: Any, pool: str, deployment: str) -> Any:
+    """A Running flow run of a new deployment in a new Docker pool ``pool`` (Prefect's default template)."""
+    await client.create_work_pool(
+        WorkPoolCreate(
+            name=pool, type="docker", base_job_template=DockerWorker.get_default_base_job_template()
+        )
+    )
+    flow_id = await client.create_flow(sleeper)
+    deployment_id = await client.create_deployment(
+        flow_id=flow_id, name=deployment, work_pool_name=pool, entrypoint="x.py:sleeper"
+    )
+    run = await client.create_flow_run_from_deployment(deployment_id)
+    await client.set_flow_run_state(run.id, Running(), force=True)
+    return run
+
+
 def test_arguments_are_required() -> None:
     args = parse_args(["--pool", "p", "--name", "w", "--limit", "3"])
     assert (args.pool, args.name, args.limit) == ("p", "w", 3)
@@ -51,17 +68,7 @@ def test_a_started_run_being_cancelled_is_marked_cancelled_and_its_container_kil
 
     async def scenario() -> str:
         async with get_client() as client:
-            await client.create_work_pool(
-                WorkPoolCreate(
-                    name=pool, type="docker", base_job_template=DockerWorker.get_default_base_job_template()
-                )
-            )
-            flow_id = await client.create_flow(sleeper)
-            deployment_id = await client.create_deployment(
-                flow_id=flow_id, name="cancel-me", work_pool_name=pool, entrypoint="x.py:sleeper"
-            )
-            run = await client.create_flow_run_from_deployment(deployment_id)
-            await client.set_flow_run_state(run.id, Running(), force=True)
+            run = await running_run(client, pool, "cancel-me")
             async with PlatformDockerWorker(work_pool_name=pool, name="w", limit=1) as worker:
                 pid = worker._get_infrastructure_pid(container)
                 await client.update_flow_run(run.id, infrastructure_pid=pid)
@@ -154,17 +161,7 @@ def test_a_crashed_run_takes_its_running_task_runs_with_it(docker_engine: None, 
 
     async def scenario() -> dict[str, str]:
         async with get_client() as client:
-            await client.create_work_pool(
-                WorkPoolCreate(
-                    name=pool, type="docker", base_job_template=DockerWorker.get_default_base_job_template()
-                )
-            )
-            flow_id = await client.create_flow(sleeper)
-            deployment_id = await client.create_deployment(
-                flow_id=flow_id, name="crash-me", work_pool_name=pool, entrypoint="x.py:sleeper"
-            )
-            run = await client.create_flow_run_from_deployment(deployment_id)
-            await client.set_flow_run_state(run.id, Running(), force=True)
+            run = await running_run(client, pool, "crash-me")
             tasks = {}
             for name, state in (("ingest", Running()), ("done", Completed())):
                 created = await client._client.post(
