@@ -239,7 +239,8 @@ class Reconciler:
                 outcome = await self._settle(run, exit_)
                 if outcome:
                     outcomes.append(outcome)
-        holding = [run for run in await self.ended_runs_since(since) if self.owns(run) and lease_of(run)]
+        ended = [run for run in await self.ended_runs_since(since) if self.owns(run)]
+        holding = [run for run in ended if lease_of(run)]
         if holding:
             # Marked ended while its container still runs (e.g. crashed for missing heartbeats while
             # the server was away): it still writes, so its lock stays until the container ends.
@@ -247,14 +248,15 @@ class Reconciler:
             for run in holding:
                 if str(run.id) not in alive and await release_run_lock(self.client, run, self.logger):
                     outcomes.append(Outcome(run.id, run.name, "lock released", ""))
-        outcomes += await self._end_orphan_task_runs(since, now)
+        outcomes += await self._end_orphan_task_runs(ended, now)
         self._last_pass = now
         return outcomes
 
-    async def _end_orphan_task_runs(self, since: datetime, now: datetime) -> list[Outcome]:
-        """Task runs still Running or Pending in runs that ended over TASK_REPORT_GRACE ago: their
-        final state was lost on its way (task states travel as events; the server drops them when
-        its database stays away too long), so they would look alive for ever."""
+    async def _end_orphan_task_runs(self, ended_runs: list[Any], now: datetime) -> list[Outcome]:
+        """Task runs still Running or Pending in ``ended_runs`` (this engine's, ended since the last
+        pass) that ended over TASK_REPORT_GRACE ago: their final state was lost on its way (task
+        states travel as events; the server drops them when its database stays away too long), so
+        they would look alive for ever."""
         from prefect.client.schemas.filters import (
             FlowRunFilter,
             FlowRunFilterId,
@@ -266,8 +268,8 @@ class Reconciler:
 
         ended = {
             run.id: run
-            for run in await self.ended_runs_since(since)
-            if self.owns(run) and run.end_time is not None and now - run.end_time > TASK_REPORT_GRACE
+            for run in ended_runs
+            if run.end_time is not None and now - run.end_time > TASK_REPORT_GRACE
         }
         if not ended:
             return []
