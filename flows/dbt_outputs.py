@@ -4,7 +4,7 @@ Prefect's self-hosted UI has no asset graph, so the asset events the runs emit a
 After each successful ``dbt build`` (flows/dbt_build.py's run_project calls ``publish_dbt_outputs``):
 
 1. dbt's docs site, ``dbt docs generate --static`` (one self-contained page with the lineage graph),
-   reusing the build's parsed manifest, replaces ``DATA_DIR/dbt-docs/<project>/<target>-<schema>/
+   reusing the build's parsed and compiled manifest, replaces ``DATA_DIR/dbt-docs/<project>/<target>-<schema>/
    index.html``. The proxy serves ``DATA_DIR/dbt-docs`` at ``https://PUBLIC_HOSTNAME/dbt-docs/`` to
    whoever holds the platform's credential (services/proxy/Caddyfile). The graph shows the sources
    (the raw tables dlt or Airbyte loaded), the models and their tests, and the exposures a project
@@ -37,19 +37,30 @@ def docs_page(data_dir: Path, project: str, target: str, schema: str) -> Path:
 
 
 def generate_docs(invocation: Any, manifest: Any) -> Path:
-    """Runs ``dbt docs generate --static`` beside the build's target/; the folder it wrote."""
+    """Runs ``dbt docs generate --static --no-compile`` beside the build's target/; the folder it
+    wrote.
+
+    The build has just compiled every node it ran into ``manifest`` and written it to its
+    manifest.json, so the page takes the compiled SQL from there: compiling the project again cost
+    more than the build's own orchestration (27 s of 28 on a 600-node project under load, 0.4 s of
+    0.7 on the shop's 36). What remains is the catalog's one query and the page itself.
+    """
     from dbt.cli.main import dbtRunner
 
     from flows.dbt_runner import DbtRunError, ProjectLog, _global_flags, run_logger
 
-    # Its own target folder: docs generate rewrites manifest.json and run_results.json.
+    # Its own target folder, holding a copy of the build's manifest.json (the page is made from the
+    # file), so the build's target/ stays the build's.
     docs = replace(invocation, run_dir=invocation.run_dir / "docs")
+    target = docs.run_dir / "target"
+    target.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(invocation.run_dir / "target" / "manifest.json", target / "manifest.json")
     result = dbtRunner(manifest=manifest, callbacks=[ProjectLog(run_logger())]).invoke(
-        [*_global_flags(), "docs", "generate", "--static", *docs.flags()]
+        [*_global_flags(), "docs", "generate", "--static", "--no-compile", *docs.flags()]
     )
     if not result.success:
         raise DbtRunError(f"dbt docs generate failed: {result.exception}")
-    return docs.run_dir / "target"
+    return target
 
 
 def _replace_file(source: Path, destination: Path) -> None:

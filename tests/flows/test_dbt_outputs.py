@@ -50,6 +50,12 @@ def s3_results(monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
         server.stop()
 
 
+def embedded(html: str, artifact: str) -> dict:
+    """The manifest or catalog that ``dbt docs generate --static`` wrote into its page."""
+    start = html.index('{"metadata": {"dbt_schema_version": "https://schemas.getdbt.com/dbt/' + artifact)
+    return json.JSONDecoder().raw_decode(html, start)[0]
+
+
 def test_a_build_publishes_its_lineage_page_and_artifacts(
     warehouse: DuckWarehouse, s3_results: object
 ) -> None:
@@ -69,6 +75,12 @@ def test_a_build_publishes_its_lineage_page_and_artifacts(
         assert node in html, node
     exposure = re.search(r'"exposure\.shop\.customer_scores":\s*(\{.*?"depends_on":\s*\{.*?\})', html)
     assert exposure and "model.shop.customer_lifetime_value" in exposure.group(1)
+    # The page shows each model's compiled SQL (taken from the build, not compiled again) and the
+    # columns the catalog read from the warehouse.
+    compiled = embedded(html, "manifest")["nodes"]["model.shop.fct_orders"]["compiled_code"]
+    assert "stg_orders" in compiled and "{{" not in compiled, compiled
+    columns = embedded(html, "catalog")["nodes"]["model.shop.fct_orders"]["columns"]
+    assert {"order_id", "customer_id"} <= set(columns), columns
 
     listed = s3_results.list_objects_v2(Bucket=BUCKET, Prefix="platform/dbt/")  # type: ignore[attr-defined]
     keys = {item["Key"] for item in listed.get("Contents", [])}
