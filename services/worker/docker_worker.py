@@ -79,7 +79,6 @@ class PlatformDockerWorker(DockerWorker):
             if self.policy is not None:
                 self.policy.check_job_variables(await self._job_variables(flow_run))
             self.watching.add(flow_run.id)
-            await self._label_engine(flow_run)
             result = await super().run(flow_run, configuration, task_status)
             return await self._after_exit(flow_run, configuration, result)
         except JobRefused as refused:
@@ -112,10 +111,21 @@ class PlatformDockerWorker(DockerWorker):
             self._logger.exception("could not release the lock of flow run %r now", flow_run.name)
         return DockerWorkerResult(status_code=ended.code, identifier=result.identifier)
 
-    async def _label_engine(self, flow_run: FlowRun) -> None:
-        """Names this Docker engine on the run, so reconciling on another host leaves it alone."""
+    async def _propose_pending_state(self, flow_run: FlowRun) -> bool:
+        """Pending only once the run names this Docker engine: a worker stopped right after Pending
+        (before Prefect gives the run its worker's labels) left a run that no reconciling pass
+        recognised as its own, Pending for ever. If another worker took the run first, the label is
+        taken back, so this engine's reconciling leaves that run alone."""
+        await self._label_engine(flow_run, mine=True)
+        ready = await super()._propose_pending_state(flow_run)
+        if not ready:
+            await self._label_engine(flow_run, mine=False)
+        return ready
+
+    async def _label_engine(self, flow_run: FlowRun, mine: bool) -> None:
+        """Names this Docker engine on the run (or no engine), so reconciling knows whose it is."""
         try:
-            engine_id = (await self.reconciler()).engine_id
+            engine_id = (await self.reconciler()).engine_id if mine else ""
             await self.client.update_flow_run_labels(flow_run.id, {reconcile.ENGINE_LABEL: engine_id})
         except Exception:  # without it the run is still judged by its worker's name
             self._logger.exception("could not label flow run %r with its Docker engine", flow_run.name)

@@ -145,7 +145,7 @@ class Reconciler:
     def owns(self, run: Any) -> bool:
         """Whether this engine ran (or was starting) ``run``: another host's runs are not ours."""
         labels = run.labels or {}
-        if ENGINE_LABEL in labels:
+        if labels.get(ENGINE_LABEL):  # empty: a worker that lost the race for it took it back
             return labels[ENGINE_LABEL] == self.engine_id
         return labels.get(WORKER_NAME_LABEL) == self.worker_name
 

@@ -183,3 +183,38 @@ def test_a_crashed_run_takes_its_running_task_runs_with_it(docker_engine: None, 
     assert ended["flow"] == "CRASHED: killed by a signal (exit code 137)", ended
     assert ended["ingest"] == "CRASHED: killed by a signal (exit code 137)", ended
     assert ended["done"].startswith("COMPLETED"), ended
+
+
+def test_a_run_names_the_workers_engine_before_it_is_pending_and_not_when_another_took_it(
+    docker_engine: None, prefect_server: None
+) -> None:
+    """A worker stopped right after Pending left a run no reconciling pass took as its own: Pending
+    for ever (the fault suite's worker restart)."""
+    from prefect.states import Pending
+
+    from services.worker.reconcile import ENGINE_LABEL
+
+    pool = f"label-test-{uuid.uuid4().hex[:8]}"
+    engine_id = subprocess.run(
+        ["docker", "info", "--format", "{{.ID}}"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+    async def scenario() -> tuple[Any, Any, Any]:
+        async with get_client() as client:
+            run = await running_run(client, pool, "label-me")
+            await client.set_flow_run_state(run.id, Pending(), force=True)  # another worker took it
+            taken = await client.create_flow_run_from_deployment(run.deployment_id)
+            async with PlatformDockerWorker(work_pool_name=pool, name="w", limit=1) as worker:
+                ready = await worker._propose_pending_state(taken)
+                refused = await worker._propose_pending_state(await client.read_flow_run(run.id))
+                owned = (await worker.reconciler()).owns(await client.read_flow_run(run.id))
+            return (
+                (ready, (await client.read_flow_run(taken.id)).labels.get(ENGINE_LABEL)),
+                (refused, (await client.read_flow_run(run.id)).labels.get(ENGINE_LABEL)),
+                owned,
+            )
+
+    taken, refused, owned = anyio.run(scenario)
+    assert taken == (True, engine_id), taken
+    assert refused == (False, ""), refused
+    assert owned is False
