@@ -127,7 +127,16 @@ def run_elt_daily_from_the_ui(page: Any, steps: Steps, stack: ProxyStack, creden
 
     goto(page, f"{stack.public_url}/")
     field = page.get_by_placeholder("admin:pass")  # the UI asks for the whole user:password
-    field.wait_for(timeout=30_000)
+    loaded = time.monotonic()
+    try:
+        field.wait_for(timeout=60_000)  # under a second on a quiet host
+    except Exception as error:
+        body = page.locator("body").inner_text(timeout=5_000)[:1500]
+        raise AssertionError(
+            f"no login form {time.monotonic() - loaded:.0f} s after {page.url} loaded; "
+            f"the page shows: {body!r}"
+        ) from error
+    print(f"login form shown {time.monotonic() - loaded:.1f} s after the page loaded")
     steps.shot("login")
     field.fill(credentials)
     page.get_by_role("button", name="Login").click()
@@ -166,6 +175,7 @@ def test_the_ui_in_a_real_browser_runs_elt_daily_without_third_party_requests(
 
     user, password = stack.credentials
     requests: list[str] = []
+    refused: list[str] = []
     blocked_by_csp: list[str] = []
     shots = tmp_path / "screenshots"
     shots.mkdir()
@@ -180,6 +190,9 @@ def test_the_ui_in_a_real_browser_runs_elt_daily_without_third_party_requests(
             # does not hold that root.
             context = browser.new_context(ignore_https_errors=True, viewport={"width": 1400, "height": 900})
             context.on("request", lambda r: requests.append(r.url))
+            # For the failure message: what the browser could not get.
+            context.on("response", lambda r: r.status >= 400 and refused.append(f"{r.status} {r.url}"))
+            context.on("requestfailed", lambda r: refused.append(f"{r.failure} {r.url}"))
             page = context.new_page()
             page.on("websocket", lambda ws: requests.append(ws.url))
             page.on(
@@ -197,6 +210,7 @@ def test_the_ui_in_a_real_browser_runs_elt_daily_without_third_party_requests(
         kept = Path(os.environ.get("TEST_ARTIFACTS_DIR") or tmp_path) / request.node.name
         shutil.copytree(shots, kept, dirs_exist_ok=True)
         print(f"screenshots of each step: {kept}; blocked by CSP: {blocked_by_csp}")
+        print("responses >= 400 and failed requests:", *refused[-40:], sep="\n  ")
         raise
 
     with stack.client() as client:  # the run the browser started really completed, with its summary

@@ -30,6 +30,13 @@ CHROMIUM_FLAGS = [
 ]
 
 
+# Run inside the namespace (its /proc/sys/net is the namespace's own); absent without kernel IPv6.
+NO_IPV6 = (
+    "for f in /proc/sys/net/ipv6/conf/all/disable_ipv6 /proc/sys/net/ipv6/conf/default/disable_ipv6; "
+    'do [ ! -e "$f" ] || echo 1 > "$f"; done'
+)
+
+
 @dataclass(frozen=True)
 class Chromium:
     executable: str  # what Playwright launches
@@ -52,8 +59,13 @@ def chromium_browser(scratch: Path) -> Iterator[Chromium]:
     host, guest = (f"10.254.{(block + n) >> 8}.{(block + n) & 255}" for n in (1, 2))
     ip("netns", "add", name)
     try:
+        # No IPv6 inside: the kernel would give the interface a link-local address a second or two
+        # after it comes up (once duplicate detection ends), which chromium takes for a network
+        # change, aborting the UI's scripts mid-load (a blank page: the cause of a red CI).
+        ip("netns", "exec", name, "sh", "-c", NO_IPV6)
         ip("link", "add", f"{name}h", "type", "veth", "peer", "name", f"{name}g")
         ip("link", "set", f"{name}g", "netns", name)
+        ip("netns", "exec", name, "ip", "link", "set", f"{name}g", "addrgenmode", "none")
         ip("addr", "add", f"{host}/30", "dev", f"{name}h")
         ip("link", "set", f"{name}h", "up")
         for command in (
