@@ -429,7 +429,9 @@ def test_a_worker_that_stays_down_is_alerted(
     )
     assert received
     run_id = start_elt(api)  # due while no worker runs: it starts once one is back
-    stack.compose("start", "prefect-worker")
+    # Only the worker: `compose start` would first run the one-shots again (migrate, init, deploy:
+    # 19 s on a quiet host, over a minute in CI), and this stack cancels a run Late for a minute.
+    stack.compose("up", "-d", "--no-deps", "prefect-worker")
     until("the worker back and the pool ready", lambda: worker_ready(stack, api), 180)
     finish_elt(api, run_id)
     assert_recovered(api)
