@@ -26,11 +26,18 @@ pytestmark = pytest.mark.timeout(300)
 
 WRITER = """\
 from pathlib import Path
-from prefect import flow
+from prefect import flow, get_run_logger, task
+from prefect.events import emit_event
+
+@task
+def write() -> None:
+    Path("out.txt").write_text("written")  # relative: lands in the working directory
 
 @flow
 def writer() -> str:
-    Path("out.txt").write_text("written")  # relative: lands in the working directory
+    write()
+    get_run_logger().info("the writer's last words")
+    emit_event(event="platform.test.writer-done", resource={"prefect.resource.id": "platform.test.writer"})
     return str(Path.cwd())
 """
 BROKEN = """\
@@ -88,9 +95,36 @@ def run_deployment_in_engine(code: Path, scratch: Path, entrypoint: str, flow_na
     )
 
     async def read() -> dict:
+        from prefect.client.schemas.filters import (
+            FlowRunFilter,
+            FlowRunFilterId,
+            LogFilter,
+            LogFilterFlowRunId,
+        )
+
         async with get_client() as client:
             run = await client.read_flow_run(run_id)
-            return {"state": run.state, "returncode": result.returncode, "stderr": result.stderr}
+            for _ in range(40):  # the server records logs and task-run events a moment after
+                logs = await client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])))
+                task_runs = await client.read_task_runs(
+                    flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id]))
+                )
+                events = await client._client.post(
+                    "/events/filter",
+                    json={"filter": {"event": {"name": ["platform.test.writer-done"]}}},
+                )
+                done = events.raise_for_status().json()["events"]
+                if done and any("Finished in state" in log.message for log in logs):
+                    break
+                await anyio.sleep(0.25)
+            return {
+                "state": run.state,
+                "returncode": result.returncode,
+                "stderr": result.stderr,
+                "logs": [log.message for log in logs],
+                "task_runs": {t.name: t.state.type.value if t.state else None for t in task_runs},
+                "last_event": done,
+            }
 
     return anyio.run(read)
 
@@ -110,6 +144,13 @@ def test_a_flow_writes_relative_paths_into_its_scratch_folder_not_the_code(
     assert outcome["state"].is_completed(), (outcome["state"], outcome["stderr"][-3000:])
     assert (scratch / "out.txt").read_text() == "written"
     assert not (code / "out.txt").exists()
+    # The engine leaves without Python's teardown once the run ended: what Prefect still queued
+    # (the last log lines, the task run's final state, an event) reached the server first.
+    assert outcome["returncode"] == 0, outcome["stderr"][-3000:]
+    assert "the writer's last words" in outcome["logs"], outcome["logs"]
+    assert any(line.startswith("Finished in state Completed") for line in outcome["logs"]), outcome["logs"]
+    assert list(outcome["task_runs"].values()) == ["COMPLETED"], outcome["task_runs"]
+    assert outcome["last_event"], "the event the flow emitted last never reached the server"
 
 
 def test_a_flow_that_cannot_be_imported_fails_naming_its_file_and_line(
