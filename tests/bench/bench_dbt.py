@@ -12,7 +12,8 @@ load on a shared host hits both alike (one warm-up run of each first, which also
   * ours: `python -m flows.dbt_build <project>` against a Prefect server started for the benchmark,
     as a flow-run container runs it: the dbt flow (parameter checks, warehouse lock, workspace, one
     dbt invocation, every node a task run with its asset events and log lines, the docs page, an
-    artifact), until the process has exited (events and logs sent);
+    artifact), until the process has exited as the flow-run engine exits (services/flow_runner/
+    engine.py's leave_now: queued events and logs sent, no interpreter teardown);
   * with --baseline, also prefect-dbt's PrefectDbtRunner in a flow (what the platform used before).
 Imports are byte-compiled (PYTHONPYCACHEPREFIX), as in the images. It prints process wall seconds,
 the dbt step alone (bare: imports, parse, build; ours: the same inside the flow, without the docs
@@ -63,6 +64,8 @@ print(json.dumps({{"import_s": imported - started, "call_s": time.perf_counter()
                   "run_s": summary["run_seconds"], "docs_s": summary["docs_seconds"],
                   "flow_run_id": str(state.state_details.flow_run_id),
                   "statuses": summary["node_statuses"]}}))
+from services.flow_runner.engine import leave_now
+leave_now()  # the end of every flow-run container's process: queued logs and events sent, then exit
 """
 
 BASELINE = """
