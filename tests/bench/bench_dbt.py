@@ -291,7 +291,7 @@ def _print(results: list[dict[str, Any]], threads: int) -> None:
 Medians of {runs} runs each, {threads} dbt threads, DuckDB, a fresh process per run.
 process: wall seconds of the whole process. bare: `dbt build` (dbtRunner, as the dbt command runs
 it); ours: `python -m flows.dbt_build <project>`, the dbt flow, until its process exited (Prefect's
-imports, the flow run, the docs page it writes after a build, Python's teardown); prefect-dbt:
+imports, the flow run, the docs page it writes after a build, the engine's exit); prefect-dbt:
 PrefectDbtRunner's build in a flow (the platform before). dbt step: bare, dbt's imports, parse and
 build; ours, the same inside the flow (warehouse lock, workspace, parse, build with every node's
 task run, asset events and logs) without the docs page (flows/dbt_outputs.py). CPU: user + system
