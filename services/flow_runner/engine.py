@@ -60,16 +60,24 @@ def main(argv: list[str]) -> None:
 
 def leave_now() -> NoReturn:
     """The run ended and reported its state (a run that failed left through SystemExit above, as
-    Prefect's engine does): send the log lines and events Prefect still queues, then exit without
-    tearing the interpreter down. The teardown (dbt, DuckDB, Arrow, Prefect's threads) took about a
-    second after Completed, while the container, and the worker's slot for it, stayed taken."""
+    Prefect's engine does): send the log lines and events Prefect still queues, do what Python's
+    exit does for the flow's own code (its atexit handlers, then wait for its non-daemon threads),
+    and exit without tearing the interpreter down. That teardown (dbt, DuckDB, Arrow, Prefect's
+    threads) took about a second after Completed, while the container, and the worker's slot for
+    it, stayed taken."""
+    import atexit
     import logging
+    import threading
 
     from prefect.events.worker import EventsWorker
     from prefect.logging.handlers import APILogWorker
 
     EventsWorker.drain_all()
     APILogWorker.drain_all()
+    atexit._run_exitfuncs()  # the flow's libraries flush here (telemetry, trackers); Prefect's stop
+    for thread in threading.enumerate():
+        if thread is not threading.main_thread() and not thread.daemon:
+            thread.join()
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()

@@ -25,6 +25,9 @@ ENGINE = REPO / "services" / "flow_runner" / "engine.py"
 pytestmark = pytest.mark.timeout(300)
 
 WRITER = """\
+import atexit
+import threading
+import time
 from pathlib import Path
 from prefect import flow, get_run_logger, task
 from prefect.events import emit_event
@@ -33,9 +36,16 @@ from prefect.events import emit_event
 def write() -> None:
     Path("out.txt").write_text("written")  # relative: lands in the working directory
 
+def later(name: str) -> None:
+    time.sleep(0.5)
+    Path(name).write_text("done")
+
 @flow
 def writer() -> str:
     write()
+    # What Python's exit does for a flow's code still happens: its atexit handlers and threads.
+    atexit.register(later, "atexit.txt")
+    threading.Thread(target=later, args=("thread.txt",)).start()
     get_run_logger().info("the writer's last words")
     emit_event(event="platform.test.writer-done", resource={"prefect.resource.id": "platform.test.writer"})
     return str(Path.cwd())
@@ -143,6 +153,7 @@ def test_a_flow_writes_relative_paths_into_its_scratch_folder_not_the_code(
         code.chmod(0o755)
     assert outcome["state"].is_completed(), (outcome["state"], outcome["stderr"][-3000:])
     assert (scratch / "out.txt").read_text() == "written"
+    assert (scratch / "atexit.txt").read_text() == (scratch / "thread.txt").read_text() == "done"
     assert not (code / "out.txt").exists()
     # The engine leaves without Python's teardown once the run ended: what Prefect still queued
     # (the last log lines, the task run's final state, an event) reached the server first.
