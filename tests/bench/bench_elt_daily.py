@@ -96,14 +96,6 @@ def rebuilt(api: PrefectApi, run_id: str) -> bool:
     return any("rebuilt" in (a.get("data") or "") for a in api.artifacts(run_id))
 
 
-def switch_off_ml_step(api: PrefectApi) -> None:
-    """Disables the automation that runs customer-scores/after-elt on each Completed ELT."""
-    deployment = api.deployment("customer-scores", "after-elt")["id"]
-    for automation in api.post("/automations/filter"):
-        if any(action.get("deployment_id") == deployment for action in automation["actions"]):
-            api.http.patch(f"/automations/{automation['id']}", json={"enabled": False}).raise_for_status()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -130,7 +122,7 @@ def main() -> None:
                 api = PrefectApi(http)
                 if not args.with_ml_step:
                     print("the ML step after each ELT switched off (--with-ml-step keeps it)")
-                    switch_off_ml_step(api)
+                    api.switch_off_triggers_of("customer-scores", "after-elt")
                 warm = api.wait(api.trigger(*DEPLOYMENT, FULL_WORK), timeout=600)
                 print(f"warm-up run: {warm['state_type']}, {warm['total_run_time']:.1f} s running")
                 rows, failed, cached = [], 0, 0

@@ -203,10 +203,7 @@ def finish_elt(api: PrefectApi, run_id: str) -> dict[str, Any]:
 def quiet_after_elt(api: PrefectApi) -> None:
     """The ML step starts after every completed ELT and holds the lock for its minute: not under
     test here, it would only lengthen each case. Its trigger (an automation) is switched off."""
-    deployment = api.deployment("customer-scores", "after-elt")["id"]
-    for automation in api.post("/automations/filter"):
-        if any(a.get("deployment_id") == deployment for a in automation["actions"]):
-            api.http.patch(f"/automations/{automation['id']}", json={"enabled": False}).raise_for_status()
+    api.switch_off_triggers_of("customer-scores", "after-elt")
 
 
 def test_stuck_runs_are_set_up_for_the_automations(stack: FaultStack, api: PrefectApi) -> None:

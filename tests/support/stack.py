@@ -169,6 +169,15 @@ class PrefectApi:
     def count(self, resource: str) -> int:
         return self.post(f"/{resource}/count")
 
+    def switch_off_triggers_of(self, flow: str, name: str) -> None:
+        """Disables the automations that run deployment ``flow/name`` (its triggers in prefect.yaml)."""
+        deployment = self.deployment(flow, name)["id"]
+        for automation in self.post("/automations/filter"):
+            if any(action.get("deployment_id") == deployment for action in automation["actions"]):
+                self.http.patch(
+                    f"/automations/{automation['id']}", json={"enabled": False}
+                ).raise_for_status()
+
 
 @contextlib.contextmanager
 def running(stack: Stack, request: Any) -> Iterator[Stack]:
