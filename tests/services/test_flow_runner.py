@@ -105,16 +105,27 @@ def run_deployment_in_engine(code: Path, scratch: Path, entrypoint: str, flow_na
     )
 
     async def read() -> dict:
-        from prefect.client.schemas.filters import (
-            FlowRunFilter,
-            FlowRunFilterId,
-            LogFilter,
-            LogFilterFlowRunId,
-        )
-
         async with get_client() as client:
             run = await client.read_flow_run(run_id)
-            for _ in range(40):  # the server records logs and task-run events a moment after
+            return {
+                "id": run_id,
+                "state": run.state,
+                "returncode": result.returncode,
+                "stderr": result.stderr,
+            }
+
+    return anyio.run(read)
+
+
+def what_reached_the_server(run_id: UUID) -> dict:
+    """The writer run's logs, task runs and the event it emitted last, once they have arrived (the
+    server records logs and task-run events a moment after they are sent)."""
+    import anyio
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, LogFilter, LogFilterFlowRunId
+
+    async def read() -> dict:
+        async with get_client() as client:
+            for _ in range(40):
                 logs = await client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])))
                 task_runs = await client.read_task_runs(
                     flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id]))
@@ -128,9 +139,6 @@ def run_deployment_in_engine(code: Path, scratch: Path, entrypoint: str, flow_na
                     break
                 await anyio.sleep(0.25)
             return {
-                "state": run.state,
-                "returncode": result.returncode,
-                "stderr": result.stderr,
                 "logs": [log.message for log in logs],
                 "task_runs": {t.name: t.state.type.value if t.state else None for t in task_runs},
                 "last_event": done,
@@ -158,10 +166,11 @@ def test_a_flow_writes_relative_paths_into_its_scratch_folder_not_the_code(
     # The engine leaves without Python's teardown once the run ended: what Prefect still queued
     # (the last log lines, the task run's final state, an event) reached the server first.
     assert outcome["returncode"] == 0, outcome["stderr"][-3000:]
-    assert "the writer's last words" in outcome["logs"], outcome["logs"]
-    assert any(line.startswith("Finished in state Completed") for line in outcome["logs"]), outcome["logs"]
-    assert list(outcome["task_runs"].values()) == ["COMPLETED"], outcome["task_runs"]
-    assert outcome["last_event"], "the event the flow emitted last never reached the server"
+    sent = what_reached_the_server(outcome["id"])
+    assert "the writer's last words" in sent["logs"], sent["logs"]
+    assert any(line.startswith("Finished in state Completed") for line in sent["logs"]), sent["logs"]
+    assert list(sent["task_runs"].values()) == ["COMPLETED"], sent["task_runs"]
+    assert sent["last_event"], "the event the flow emitted last never reached the server"
 
 
 def test_a_flow_that_cannot_be_imported_fails_naming_its_file_and_line(
