@@ -427,7 +427,7 @@ def test_a_worker_that_stays_down_is_alerted(
     assert received
     run_id = start_elt(api)  # due while no worker runs: it starts once one is back
     # Only the worker: `compose start` would first run the one-shots again (migrate, init, deploy:
-    # 19 s on a quiet host, over a minute in CI), and this stack cancels a run Late for a minute.
+    # 19 s on a quiet host, more under CI's load), and this stack cancels a run Late for a minute.
     stack.compose("up", "-d", "--no-deps", "prefect-worker")
     until("the worker back and the pool ready", lambda: worker_ready(stack, api), 180)
     finish_elt(api, run_id)
