@@ -7,13 +7,8 @@ SQL tests skip locally but FAIL in CI (CI=true or REQUIRE_DOCKER=1), so CI canno
 
 from __future__ import annotations
 
-import glob
 import json
 import os
-import shutil
-import socket
-import subprocess
-import tempfile
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -30,6 +25,7 @@ os.environ.setdefault("RUNTIME__DLTHUB_TELEMETRY", "false")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 from tests.flows.elt_testkit import DuckWarehouse, read_sample
+from tests.support.postgres_cluster import MISSING, postgres_bindir, throwaway_postgres
 
 # --- Prefect -------------------------------------------------------------------------------------
 
@@ -136,12 +132,6 @@ def _must_not_skip() -> bool:
     return os.environ.get("CI", "").lower() == "true" or os.environ.get("REQUIRE_DOCKER") == "1"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @dataclass
 class Postgres:
     url: str
@@ -164,62 +154,10 @@ def postgres() -> Iterator[Postgres]:
     if os.environ.get("TEST_POSTGRES_URL"):
         yield Postgres(os.environ["TEST_POSTGRES_URL"])
         return
-    bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
-    if not bins:
-        message = (
-            "Postgres binaries not found (/usr/lib/postgresql/*/bin/initdb): "
-            "install them with `apt-get install -y postgresql` (or set TEST_POSTGRES_URL)"
-        )
+    if postgres_bindir() is None:
+        message = f"{MISSING} (or set TEST_POSTGRES_URL)"
         if _must_not_skip():
             pytest.fail(message)
         pytest.skip(message)
-    bindir = Path(bins[-1]).parent
-    root = Path(tempfile.mkdtemp(prefix="pg-test-"))
-    # initdb refuses to run as root: run the server as an unprivileged user.
-    run_as: list[str] = []
-    if os.geteuid() == 0:
-        user = "postgres" if _user_exists("postgres") else "nobody"
-        shutil.chown(root, user=user)
-        run_as = ["runuser", "-u", user, "--"]
-    port = _free_port()
-    pgdata = root / "data"
-    subprocess.run(
-        [*run_as, str(bindir / "initdb"), "-D", str(pgdata), "-U", "postgres", "--auth=trust", "-E", "UTF8"],
-        check=True,
-        capture_output=True,
-    )
-    options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
-    subprocess.run(
-        [
-            *run_as,
-            str(bindir / "pg_ctl"),
-            "-D",
-            str(pgdata),
-            "-o",
-            options,
-            "-l",
-            str(root / "log"),
-            "-w",
-            "start",
-        ],
-        check=True,
-        capture_output=True,
-    )
-    try:
-        yield Postgres(f"postgresql://postgres@127.0.0.1:{port}/postgres")
-    finally:
-        subprocess.run(
-            [*run_as, str(bindir / "pg_ctl"), "-D", str(pgdata), "-m", "immediate", "stop"],
-            capture_output=True,
-        )
-        shutil.rmtree(root, ignore_errors=True)
-
-
-def _user_exists(name: str) -> bool:
-    import pwd
-
-    try:
-        pwd.getpwnam(name)
-    except KeyError:
-        return False
-    return True
+    with throwaway_postgres() as url:
+        yield Postgres(url)

@@ -21,8 +21,9 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def prefect_server(home: Path, timeout: float = 180) -> Iterator[str]:
-    """Starts `prefect server start` with its database under ``home``; yields the API URL."""
+def prefect_server(home: Path, timeout: float = 180, database_url: str | None = None) -> Iterator[str]:
+    """Starts `prefect server start`; yields the API URL. Its database: SQLite under ``home``, or
+    the Postgres database at ``database_url`` (postgresql://...), as the stack's server uses."""
     port = free_port()
     env = {
         **os.environ,
@@ -31,6 +32,10 @@ def prefect_server(home: Path, timeout: float = 180) -> Iterator[str]:
         "PREFECT_UI_ENABLED": "false",
     }
     env.pop("PREFECT_API_URL", None)
+    if database_url:
+        env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = database_url.replace(
+            "postgresql://", "postgresql+asyncpg://", 1
+        )
     server = subprocess.Popen(
         [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
         env=env,
