@@ -5,6 +5,7 @@ is in test_dbt_build.py."""
 
 from __future__ import annotations
 
+import time
 from types import SimpleNamespace
 from typing import Any
 
@@ -33,9 +34,13 @@ MANIFEST = SimpleNamespace(
 
 
 @flow
-def _report(batches: list[list[Any]], close: bool = True) -> list[tuple[str, str, bool]]:
-    """Feeds ``batches`` of events to a reporter; returns (task run, state, had a Running before)."""
+def _report(
+    batches: list[list[Any]], close: bool = True, running_after: float = 0.0, pause: float = 0.0
+) -> list[tuple[str, str, bool]]:
+    """Feeds ``batches`` of events to a reporter, ``pause`` seconds apart; returns (task run, state,
+    had a Running before). running_after 0: a node not finished within its batch shows Running."""
     reporter = NodeTaskReporter(MANIFEST)
+    reporter.running_after = running_after
     reporter.stopped.set()
     reporter.thread.join()  # drained by hand below, one batch at a time
     sent: list[tuple[str, str, bool]] = []
@@ -43,7 +48,9 @@ def _report(batches: list[list[Any]], close: bool = True) -> list[tuple[str, str
         (node.name, state.name, initial is not None)
     )
     reporter._emit_assets = lambda *args, **kwargs: None  # type: ignore[method-assign]
-    for batch in batches:
+    for i, batch in enumerate(batches):
+        if i:
+            time.sleep(pause)
         for event in batch:
             reporter.on_event(event)
         reporter._drain()
@@ -84,9 +91,25 @@ def test_a_node_done_within_one_batch_skips_running_and_a_slow_one_shows_it() ->
         ]
     )
     assert sent == [
-        ("model slow", "Running", False),
         ("model fast", "Completed", False),  # straight to its final state, start time kept
+        ("model slow", "Running", False),
         ("model slow", "Failed", True),
+    ]
+
+
+def test_running_is_sent_only_for_a_node_still_running_after_running_after_seconds() -> None:
+    quick, slow = "model.p.quick", "model.p.slow"
+    batches = [
+        [_event("NodeStart", quick), _event("NodeStart", slow)],
+        [_event("NodeFinished", quick, status="success")],  # 0.1 s later: never shown Running
+        [],  # 0.2 s after the start: slow has now run past running_after
+        [_event("NodeFinished", slow, status="success")],
+    ]
+    sent = _report(batches, running_after=0.15, pause=0.1)
+    assert sent == [
+        ("model quick", "Completed", False),
+        ("model slow", "Running", False),
+        ("model slow", "Completed", True),
     ]
 
 
