@@ -10,13 +10,16 @@ Generates the demo shop's CSVs for `--orders` orders (3 days; 10M orders are abo
 stack's data volume and runs elt/daily on them once, with full_refresh: a real flow-run container,
 its memory limit and swap off, the platform's own settings (DUCKDB_MEMORY_LIMIT). Meanwhile the
 container's memory (cgroup usage minus inactive file cache, as `docker stats` counts it) is sampled
-every 0.25 s. Then the same CSVs are loaded by a bare dlt pipeline in a process on the host, for the
-flow/bare ratio of the ingest. Prints figures, asserts nothing.
+every 0.25 s. Then the same CSVs are loaded by a bare dlt pipeline twice, for the flow/bare ratio of
+the ingest: in a container of the flow-run image with the same memory limit (what the same box
+gives a pipeline without the platform), and in a process on the host without any limit. Prints
+figures, asserts nothing.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import tempfile
@@ -45,12 +48,13 @@ IN_VOLUME = "/data/bench-shop"
 
 
 class RunMemory(Poller):
-    """The peak memory of one flow run's container: in use as `docker stats` counts it (without
-    inactive file cache), and the cgroup's own high-water mark (cgroup v1, with all cache)."""
+    """The peak memory of one container (a flow run's, by its run id, or any, by a `docker ps`
+    filter): in use as `docker stats` counts it (without inactive file cache), and the cgroup's own
+    high-water mark (cgroup v1, with all cache)."""
 
-    def __init__(self, run_id: str, interval: float = 0.25) -> None:
+    def __init__(self, run_id: str = "", interval: float = 0.25, match: str = "") -> None:
         super().__init__(interval)
-        self.run_id = run_id
+        self.match = match or f"label={FLOW_RUN_LABEL}={run_id}"
         self.path: Path | None = None
         self.peak = 0
         self.high_water = 0
@@ -59,9 +63,7 @@ class RunMemory(Poller):
 
     def probe(self) -> None:
         if self.path is None:
-            found = docker(
-                "ps", "-q", "--no-trunc", "--filter", f"label={FLOW_RUN_LABEL}={self.run_id}"
-            ).split()
+            found = docker("ps", "-q", "--no-trunc", "--filter", self.match).split()
             self.path = cgroup_dir(found[0]) if found else None
             if self.path is None:
                 return
@@ -128,6 +130,36 @@ def run_in_stack(stack: Stack) -> dict[str, Any]:
     }
 
 
+def bare_dlt_in_container(stack: Stack, data: Path, work: Path, limit: str) -> dict[str, Any]:
+    """The same bare dlt pipeline in a container of the flow-run image with the flow run's memory
+    limit (swap off), as a team would run its pipeline on the same box without the platform:
+    DuckDB at its own default memory limit (80% of what it detects), nothing else set."""
+    name = f"{stack.project}-bare-dlt"
+    out = work / "bare-in-container"
+    out.mkdir()
+    os.chown(out, 1000, 1000)  # the image's user (uid 1000, as on the data volume) writes the warehouse
+    image = f"{stack.project}/flow-runner:local"
+    command = [
+        "docker", "run", "--name", name, "--memory", limit, "--memory-swap", limit,
+        "-v", f"{REPO / 'flows'}:/opt/prefect/flows:ro", "-v", f"{data}:/src:ro", "-v", f"{out}:/out",
+        "-e", "DEMO_DATA_DIR=/src", "-e", "DUCKDB_PATH=/out/bare.duckdb", image, "python", "-c", BARE_DLT,
+    ]  # fmt: skip
+    started = time.perf_counter()
+    with polling(RunMemory(match=f"name={name}")) as memory:
+        proc = subprocess.run(command, capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    state = json.loads(docker("inspect", "--format", "{{json .State}}", name))
+    docker("rm", "-f", name)
+    result: dict[str, Any] = {"wall_s": wall, "peak": memory.peak, "anon": memory.anon}
+    if proc.returncode == 0:
+        result.update(json.loads(proc.stdout.strip().splitlines()[-1]))
+    else:
+        result["failed"] = ("OOM-killed" if state.get("OOMKilled") else f"exit {proc.returncode}") + (
+            f": {proc.stderr.strip().splitlines()[-1][:200]}" if proc.stderr.strip() else ""
+        )
+    return result
+
+
 def bare_dlt(data: Path, work: Path) -> tuple[dict[str, Any], int]:
     env = {**os.environ, "DEMO_DATA_DIR": str(data), "PYTHONPATH": str(REPO)}
     env["DUCKDB_PATH"] = str(work / "bare.duckdb")
@@ -175,6 +207,8 @@ def main() -> None:
                 flush=True,
             )
             flow = run_in_stack(stack)
+            print(f"bare dlt in a flow-run image container, limit {limit} ({load()}) ...", flush=True)
+            contained = bare_dlt_in_container(stack, data, work, limit)
         finally:
             remove_flow_runs(stack.project)
             stack.down()
@@ -204,8 +238,22 @@ def main() -> None:
         f"bare dlt (process on the host): {bare['seconds']:.0f} s, "
         f"{bare['rows'] / bare['seconds']:,.0f} rows/s, peak RSS {bare_rss / MIB:.0f} MiB"
     )
+    if "seconds" in contained:
+        print(
+            f"bare dlt (container of the flow-run image, limit {limit}): {contained['seconds']:.0f} s, "
+            f"{contained['rows'] / contained['seconds']:,.0f} rows/s, peak {contained['peak'] / MIB:.0f} MiB "
+            f"in use (processes' own {contained['anon'] / MIB:.0f} MiB)"
+        )
+    else:
+        print(
+            f"bare dlt (container of the flow-run image, limit {limit}): failed after "
+            f"{contained['wall_s']:.0f} s, {contained['failed']}"
+        )
     if "ingest" in flow:
-        print(f"flow ingest / bare dlt: {flow['ingest'] / bare['seconds']:.2f}")
+        print(f"flow ingest / bare dlt on the host, unbounded: {flow['ingest'] / bare['seconds']:.2f}")
+        if "seconds" in contained:
+            ratio = flow["ingest"] / contained["seconds"]
+            print(f"flow ingest / bare dlt in the same memory limit: {ratio:.2f}")
 
 
 if __name__ == "__main__":
