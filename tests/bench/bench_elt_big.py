@@ -130,15 +130,19 @@ def run_in_stack(stack: Stack) -> dict[str, Any]:
     }
 
 
-def bare_dlt_in_container(stack: Stack, data: Path, work: Path, limit: str) -> dict[str, Any]:
+def worker_setting(stack: Stack, name: str) -> str:
+    """A setting as the stack's worker got it (after `./scripts/up` sized it, or .env set it)."""
+    return stack.compose("exec", "-T", "prefect-worker", "printenv", name).stdout.strip()
+
+
+def bare_dlt_in_container(image: str, project: str, data: Path, work: Path, limit: str) -> dict[str, Any]:
     """The same bare dlt pipeline in a container of the flow-run image with the flow run's memory
     limit (swap off), as a team would run its pipeline on the same box without the platform:
     DuckDB at its own default memory limit (80% of what it detects), nothing else set."""
-    name = f"{stack.project}-bare-dlt"
+    name = f"{project}-bare-dlt"
     out = work / "bare-in-container"
     out.mkdir()
     os.chown(out, 1000, 1000)  # the image's user (uid 1000, as on the data volume) writes the warehouse
-    image = f"{stack.project}/flow-runner:local"
     command = [
         "docker", "run", "--name", name, "--memory", limit, "--memory-swap", limit,
         "-v", f"{REPO / 'flows'}:/opt/prefect/flows:ro", "-v", f"{data}:/src:ro", "-v", f"{out}:/out",
@@ -195,9 +199,7 @@ def main() -> None:
         stack = Stack(root)
         try:
             stack.up()
-            limit = stack.compose(
-                "exec", "-T", "prefect-worker", "printenv", "FLOW_RUN_MEMORY_LIMIT"
-            ).stdout.strip()
+            limit = worker_setting(stack, "FLOW_RUN_MEMORY_LIMIT")
             print(
                 f"stack up; FLOW_RUN_MEMORY_LIMIT={limit}; copying the CSVs onto the data volume ...",
                 flush=True,
@@ -208,7 +210,8 @@ def main() -> None:
             )
             flow = run_in_stack(stack)
             print(f"bare dlt in a flow-run image container, limit {limit} ({load()}) ...", flush=True)
-            contained = bare_dlt_in_container(stack, data, work, limit)
+            image = worker_setting(stack, "FLOW_RUN_IMAGE")
+            contained = bare_dlt_in_container(image, stack.project, data, work, limit)
         finally:
             remove_flow_runs(stack.project)
             stack.down()
