@@ -72,6 +72,35 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
     return report
 
 
+# Test files that take minutes (each starts a stack, a cluster or terraform), longest first. With
+# `--dist loadfile --no-loadscope-reorder` (scripts/test) xdist hands whole files to its workers in
+# collection order, so these start first and the quick files fill the gaps; otherwise xdist would
+# order files by their number of tests and start a long file with few tests last. The figures
+# come from the "time per test file" list printed at the end of every run.
+LONGEST_FIRST = (
+    "tests/e2e/test_faults.py",
+    "tests/e2e/test_operations_restore.py",
+    "tests/e2e/test_operations_upgrade.py",
+    "tests/e2e/test_stack.py",
+    "tests/e2e/test_worker_only.py",
+    "tests/e2e/test_jobs.py",
+    "tests/e2e/test_proxy.py",
+    "tests/e2e/test_security.py",
+    "tests/e2e/test_proxy_acme.py",
+    "tests/e2e/test_your_code.py",
+    "tests/terraform/test_apply.py",
+    "tests/flows/test_elt_failures.py",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    missing = [path for path in LONGEST_FIRST if not (config.rootpath / path).is_file()]
+    if missing:
+        raise pytest.UsageError(f"tests/conftest.py LONGEST_FIRST names files that do not exist: {missing}")
+    rank = {path: i for i, path in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::", 1)[0], len(rank)))  # stable
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """The controlling process (not an xdist worker) makes the folder announced text goes to."""
     if not hasattr(config, "workerinput"):
@@ -82,6 +111,17 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
     """Figures and diagnostics the modules announced (tests/support/report.py)."""
     if hasattr(config, "workerinput") or not os.environ.get(REPORT_DIR_ENV):
         return
+    per_file: dict[str, float] = {}
+    for reports in terminalreporter.stats.values():
+        for report in reports:
+            if isinstance(report, pytest.TestReport):
+                path = report.nodeid.split("::", 1)[0]
+                per_file[path] = per_file.get(path, 0.0) + report.duration
+    slowest = sorted(per_file.items(), key=lambda kv: -kv[1])[:20]
+    if slowest:
+        terminalreporter.section("time per test file (setup + calls + teardown), slowest 20")
+        for path, seconds in slowest:
+            terminalreporter.write_line(f"{seconds:8.1f}s  {path}")
     directory = Path(os.environ[REPORT_DIR_ENV])
     text = collected(directory) if directory.is_dir() else ""
     if text:
