@@ -78,9 +78,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
 # order files by their number of tests and start a long file with few tests last. The figures
 # come from the "time per test file" list printed at the end of every run.
 LONGEST_FIRST = (
+    "tests/e2e/test_operations.py",
     "tests/e2e/test_faults.py",
-    "tests/e2e/test_operations_restore.py",
-    "tests/e2e/test_operations_upgrade.py",
     "tests/e2e/test_stack.py",
     "tests/e2e/test_worker_only.py",
     "tests/e2e/test_jobs.py",

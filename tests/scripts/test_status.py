@@ -1,6 +1,6 @@
 """scripts/lib/status.py: judging the collected facts (healthy, and each way the platform breaks),
 reading a certificate's expiry, and the failed-backup alert. The facts of a real stack, healthy and
-broken, are checked end to end in tests/e2e/test_operations_*.py."""
+broken, are checked end to end in tests/e2e/test_operations.py."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """scripts/lib/upgrade.py's plan (what --dry-run shows) on real git repositories: the newest tag of
 origin by default, the commits, the image inputs and locked versions that change, migrations; and
-the rollback image names. The upgrade itself runs in tests/e2e/test_operations_upgrade.py."""
+the rollback image names. The upgrade itself runs in tests/e2e/test_operations.py."""
 
 from __future__ import annotations
 
