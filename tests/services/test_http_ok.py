@@ -1,0 +1,66 @@
+"""services/http_ok.sh, the healthcheck of the server and the workers, against a real HTTP server:
+200 is healthy; another status, a closed port or a server that never answers is not."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from tests.support import REPO
+
+PROBE = REPO / "services" / "http_ok.sh"
+
+
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        status = {"/ready": 200, "/starting": 503}.get(self.path, 404)
+        self.send_response(status)
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def port() -> Iterator[int]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server.server_address[1]
+    server.shutdown()
+
+
+def probe(port: int, path: str) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run([str(PROBE), str(port), path], capture_output=True, timeout=30)
+
+
+def test_a_200_answer_is_healthy(port: int) -> None:
+    assert probe(port, "/ready").returncode == 0
+
+
+@pytest.mark.parametrize("path", ["/starting", "/missing"])
+def test_any_other_status_is_unhealthy(port: int, path: str) -> None:
+    assert probe(port, path).returncode != 0
+
+
+def test_a_closed_port_is_unhealthy() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = sock.getsockname()[1]
+    assert probe(closed, "/ready").returncode != 0
+
+
+def test_a_server_that_never_answers_is_unhealthy_within_its_timeout() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        started = time.monotonic()
+        result = probe(sock.getsockname()[1], "/ready")
+    assert result.returncode != 0
+    assert time.monotonic() - started < 10  # read -t 4; Docker's own timeout is 5 s
