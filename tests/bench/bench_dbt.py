@@ -39,6 +39,7 @@ from typing import Any
 import yaml
 
 from tests.bench.bench_dbt_projects import generate_project, load_shop_raw_tables
+from tests.bench.measure import machine_busy_seconds
 from tests.support import REPO
 from tests.support.postgres_cluster import throwaway_postgres
 from tests.support.prefect_server import prefect_server
@@ -106,24 +107,17 @@ class Measured:
         return statistics.median(d[key] for d in self.detail)
 
 
-def _machine_busy_seconds() -> float:
-    """CPU seconds every process on the machine has spent (all cores, /proc/stat: not idle or iowait)."""
-    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    busy = sum(fields[:8]) - fields[3] - fields[4]  # user..steal, minus idle and iowait
-    return busy / os.sysconf("SC_CLK_TCK")
-
-
 def _run(cmd: list[str], env: dict[str, str], cwd: Path = REPO) -> tuple[float, float, float, str]:
     """Runs a process; returns its wall seconds, its CPU seconds (user+system, all its threads), the
     CPU seconds the rest of the machine spent meanwhile (for ours: mostly the Prefect server and
     its database recording what the run sent), and its stdout."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        machine = _machine_busy_seconds()
+        machine = machine_busy_seconds()
         started = time.perf_counter()
         proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=err)
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - started
-        machine = _machine_busy_seconds() - machine
+        machine = machine_busy_seconds() - machine
         proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         err.seek(0)

@@ -13,7 +13,8 @@ figures, asserts nothing. In order:
   * second `up` with nothing changed;
   * migrations: Prefect's `database upgrade` on an empty database of the stack's Postgres, the same
     on the migrated one (the check every `up` pays), and `prefect version` (interpreter + imports);
-  * image sizes, idle memory per container, and `--runs` sequential runs of platform-check.
+  * image sizes, idle memory per container, idle CPU per container and of the whole machine (Docker's
+    daemons run the healthchecks), and `--runs` sequential runs of platform-check.
 """
 
 from __future__ import annotations
@@ -30,8 +31,10 @@ from typing import Any
 from tests.bench.measure import (
     Timeline,
     UrlWatch,
+    container_cpu_seconds,
     docker,
     load,
+    machine_busy_seconds,
     parse_time,
     polling,
     quantiles,
@@ -69,6 +72,36 @@ def memory(stack: Stack) -> list[tuple[str, float]]:
         factor = {"KiB": 1 / 1024, "MiB": 1, "GiB": 1024}[amount[-3:]]
         rows.append((name.removeprefix(f"{stack.project}-"), float(amount[:-3]) * factor))
     return rows
+
+
+def idle_cpu(stack: Stack, seconds: float) -> None:
+    """Each container's CPU and the whole machine's over ``seconds`` of an idle stack, as % of one core.
+
+    What is not in a container is mostly Docker's own work (containerd's shims, runc) starting the
+    healthcheck probes; on a host that runs nothing else the machine's figure is the stack's cost.
+    """
+    listing = docker(
+        "ps", "--no-trunc", "--filter", f"label=com.docker.compose.project={stack.project}",
+        "--format", "{{.Names}} {{.ID}}",
+    )  # fmt: skip
+    full = dict(line.split() for line in listing.splitlines())
+    before = {name: container_cpu_seconds(cid) for name, cid in full.items()}
+    machine, started = machine_busy_seconds(), time.monotonic()
+    time.sleep(seconds)
+    elapsed = time.monotonic() - started
+    machine = (machine_busy_seconds() - machine) / elapsed * 100
+    print(f"idle CPU over {elapsed:.0f} s, % of one core ({load()}):")
+    total = 0.0
+    for name, cid in sorted(full.items()):
+        now, then = container_cpu_seconds(cid), before[name]
+        if now is None or then is None:
+            print(f"  {name.removeprefix(stack.project + '-'):<28}   (no cgroup found)")
+            continue
+        share = (now - then) / elapsed * 100
+        total += share
+        print(f"  {name.removeprefix(stack.project + '-'):<28} {share:6.1f} %")
+    print(f"  {'containers':<28} {total:6.1f} %")
+    print(f"  {'whole machine':<28} {machine:6.1f} %   (the rest: Docker running the healthchecks)")
 
 
 def report(label: str, runs: list[dict[str, Any]]) -> None:
@@ -215,6 +248,7 @@ def main() -> None:
             for name, mib in rows:
                 print(f"  {name:<28} {mib:7.1f} MiB")
             print(f"  {'total':<28} {sum(m for _, m in rows):7.1f} MiB")
+            idle_cpu(stack, args.idle_seconds)
             if args.runs:
                 with stack.client() as http:
                     api = PrefectApi(http)

@@ -1,12 +1,14 @@
 """What the stack benchmarks measure with, from the host: state timelines of a compose project's
 containers, the moment a URL first answers, the summed memory of a project's containers (services
-and flow runs) sampled from their cgroups, and quantiles. Standard library and the docker CLI only.
+and flow runs) sampled from their cgroups, CPU seconds of a container and of the whole machine, and
+quantiles. Standard library and the docker CLI only.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import statistics
 import subprocess
 import threading
@@ -139,6 +141,33 @@ def cgroup_dir(container_id: str) -> Path | None:
         if Path(candidate).is_dir():
             return Path(candidate)
     return None
+
+
+def container_cpu_seconds(container_id: str) -> float | None:
+    """CPU seconds a container's processes have spent (its healthchecks' included), from its cgroup."""
+    for candidate in (
+        f"/sys/fs/cgroup/system.slice/docker-{container_id}.scope/cpu.stat",
+        f"/sys/fs/cgroup/docker/{container_id}/cpu.stat",
+        f"/sys/fs/cgroup/unified/docker/{container_id}/cpu.stat",
+        f"/sys/fs/cgroup/unified/system.slice/docker-{container_id}.scope/cpu.stat",
+    ):
+        with contextlib.suppress(OSError):
+            stat = dict(line.split() for line in Path(candidate).read_text().splitlines())
+            return int(stat["usage_usec"]) / 1e6
+    for candidate in (
+        f"/sys/fs/cgroup/cpuacct/docker/{container_id}/cpuacct.usage",
+        f"/sys/fs/cgroup/cpu,cpuacct/system.slice/docker-{container_id}.scope/cpuacct.usage",
+    ):
+        with contextlib.suppress(OSError):
+            return int(Path(candidate).read_text()) / 1e9
+    return None
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds every process on the machine has spent (all cores, /proc/stat: not idle or iowait)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    busy = sum(fields[:8]) - fields[3] - fields[4]  # user..steal, minus idle and iowait
+    return busy / os.sysconf("SC_CLK_TCK")
 
 
 def cgroup_memory(path: Path) -> int:
