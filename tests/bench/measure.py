@@ -130,36 +130,28 @@ class Timeline(Poller):
         return self.seen.get((service, state))
 
 
+def _cgroup_candidates(container_id: str, *hierarchies: str) -> Iterator[Path]:
+    """Where a container's cgroup may be in each hierarchy ("" is v2's root, "unified" hybrid's v2
+    tree, else a v1 controller), with the cgroupfs or the systemd driver."""
+    for hierarchy in hierarchies:
+        for leaf in (f"docker/{container_id}", f"system.slice/docker-{container_id}.scope"):
+            yield Path("/sys/fs/cgroup", hierarchy, leaf)
+
+
 def cgroup_dir(container_id: str) -> Path | None:
     """The memory cgroup of a container: cgroup v1 or v2, cgroupfs or systemd driver."""
-    for candidate in (
-        f"/sys/fs/cgroup/memory/docker/{container_id}",
-        f"/sys/fs/cgroup/memory/system.slice/docker-{container_id}.scope",
-        f"/sys/fs/cgroup/system.slice/docker-{container_id}.scope",
-        f"/sys/fs/cgroup/docker/{container_id}",
-    ):
-        if Path(candidate).is_dir():
-            return Path(candidate)
-    return None
+    return next((p for p in _cgroup_candidates(container_id, "memory", "") if p.is_dir()), None)
 
 
 def container_cpu_seconds(container_id: str) -> float | None:
     """CPU seconds a container's processes have spent (its healthchecks' included), from its cgroup."""
-    for candidate in (
-        f"/sys/fs/cgroup/system.slice/docker-{container_id}.scope/cpu.stat",
-        f"/sys/fs/cgroup/docker/{container_id}/cpu.stat",
-        f"/sys/fs/cgroup/unified/docker/{container_id}/cpu.stat",
-        f"/sys/fs/cgroup/unified/system.slice/docker-{container_id}.scope/cpu.stat",
-    ):
+    for path in _cgroup_candidates(container_id, "", "unified"):
         with contextlib.suppress(OSError):
-            stat = dict(line.split() for line in Path(candidate).read_text().splitlines())
+            stat = dict(line.split() for line in (path / "cpu.stat").read_text().splitlines())
             return int(stat["usage_usec"]) / 1e6
-    for candidate in (
-        f"/sys/fs/cgroup/cpuacct/docker/{container_id}/cpuacct.usage",
-        f"/sys/fs/cgroup/cpu,cpuacct/system.slice/docker-{container_id}.scope/cpuacct.usage",
-    ):
+    for path in _cgroup_candidates(container_id, "cpuacct", "cpu,cpuacct"):
         with contextlib.suppress(OSError):
-            return int(Path(candidate).read_text()) / 1e9
+            return int((path / "cpuacct.usage").read_text()) / 1e9
     return None
 
 
