@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,22 +100,26 @@ def stack_b(
 
 def run_self_check_in_b(stack_b: Stack, api: PrefectApi) -> tuple[dict, list[str], str]:
     """Triggers B's self-check through A's API; returns the run, its logs and its container."""
-    since = int(time.time()) - 1
     deployment = api.deployment("platform-check", "self-check")
     assert deployment["work_pool_name"] == B_POOL, "B's deploy step registered it for B's pool"
-    run = api.wait(api.trigger("platform-check", "self-check"), timeout=300)
-    logs = api.logs_with(run["id"], "platform-check marker=")
+    # Containers joining B's network, recorded live: the engine keeps only its last 256 events for
+    # `docker events --since`, and the healthchecks of four stacks at once overwrite them in seconds.
+    watch = subprocess.Popen(
+        ["docker", "events", "--filter", "type=network", "--filter", "event=connect",
+         "--filter", f"network={stack_b.project}", "--format", "{{.Actor.Attributes.container}}"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        run = api.wait(api.trigger("platform-check", "self-check"), timeout=300)
+        logs = api.logs_with(run["id"], "platform-check marker=")
+    finally:
+        watch.terminate()
+        joined = watch.communicate(timeout=30)[0].split()
     host = re.search(r"host=(\w+)", "\n".join(logs))
     assert host, logs
     # The run's container joined B's network: it was started by B's worker, on B's engine side.
-    joined = subprocess.run(
-        ["docker", "events", "--since", str(since), "--until", str(int(time.time()) + 1),
-         "--filter", "type=network", "--filter", "event=connect", "--filter", f"network={stack_b.project}",
-         "--format", "{{.Actor.Attributes.container}}"],
-        capture_output=True, text=True, check=True,
-    ).stdout.split()  # fmt: skip
     assert any(cid.startswith(host.group(1)) for cid in joined), (
-        f"{host.group(1)} never joined {stack_b.project}"
+        f"{host.group(1)} never joined {stack_b.project}; containers that did: {joined}"
     )
     return run, logs, host.group(1)
 
