@@ -18,6 +18,9 @@ When a run's container dies, the worker says why in the Crashed state (out of me
 stopped: services/worker/exits.py) and frees the warehouse lock the run held at once. At start and
 every 30 s it reconciles the pool's runs with the containers that exist (services/worker/reconcile.py):
 a run whose container is gone gets its true final state, so none stays Running for ever.
+
+It learns of new and cancelled runs from the server's event stream (services/worker/wakeup.py), so
+it acts at once and asks the server on a timer only as a safety net.
 """
 
 from __future__ import annotations
@@ -50,17 +53,19 @@ from services.worker import reconcile
 from services.worker.exits import container_exit, memory_limit_text
 from services.worker.job_policy import JobPolicy, JobRefused
 from services.worker.settings import flow_settings
+from services.worker.wakeup import EventWakeups
 
 # This class deliberately takes over the "docker" worker type from prefect-docker's class.
 warnings.filterwarnings("ignore", message="Type 'PlatformDockerWorker'.*matches existing registered type")
-CANCEL_POLL_SECONDS = 2.0
+CANCEL_POLL_SECONDS = 2.0  # while the event stream is down
+CANCEL_SAFETY_SECONDS = 10.0  # while it is live: a Cancelling event wakes the check at once
 # Killed at once: on SIGTERM the engine would propose Crashed, which Prefect accepts even after
 # Cancelled and which would fire the failure alert. Like a process killed mid-run, the flow's
 # `finally` blocks do not run; loads are transactional (dlt, DuckDB), so nothing is half-written.
 STOP_GRACE_SECONDS = 0
 
 
-class PlatformDockerWorker(DockerWorker):
+class PlatformDockerWorker(EventWakeups, DockerWorker):
     """DockerWorker that enforces the job policy and stops started runs that are being cancelled."""
 
     _cancel_task: asyncio.Task[None] | None = None
@@ -220,7 +225,7 @@ class PlatformDockerWorker(DockerWorker):
                 await self.cancel_started_runs()
             except Exception:  # keep polling through API hiccups (e.g. a server restart)
                 self._logger.exception("checking for cancelled flow runs failed; retrying")
-            await asyncio.sleep(CANCEL_POLL_SECONDS)
+            await self.cancelling.wait(CANCEL_SAFETY_SECONDS if self.listening else CANCEL_POLL_SECONDS)
 
     async def cancel_started_runs(self) -> list[FlowRun]:
         runs = await self.client.read_flow_runs(

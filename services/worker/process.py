@@ -11,7 +11,8 @@ What it adds to Prefect's ProcessWorker:
 - it keeps its pool as code: created or reset to this template at start (like prefect-init does
   for the Docker pool), the command fixed, only env, labels and name left to deployments;
 - each run gets an empty scratch folder of its own (/scratch/<flow run id>), removed afterwards;
-- runs send heartbeats, so a run killed with this container is marked Crashed (the automation).
+- runs send heartbeats, so a run killed with this container is marked Crashed (the automation);
+- new runs are picked up on the server's events, as by the Docker worker (services/worker/wakeup.py).
 There is no isolation between runs and no job policy: README "Process pool".
 """
 
@@ -34,6 +35,7 @@ from prefect.workers.process import ProcessJobConfiguration, ProcessWorker, Proc
 
 from services import contract
 from services.work_pools import HEARTBEAT_SECONDS
+from services.worker.wakeup import EventWakeups
 
 # This class deliberately takes over the "process" worker type from Prefect's own class.
 warnings.filterwarnings("ignore", message="Type 'PlatformProcessWorker'.*matches existing registered type")
@@ -75,7 +77,7 @@ def ensure_pool(client: Any, name: str, template: dict[str, Any]) -> str:
     return f"work pool {name!r} base job template updated"
 
 
-class PlatformProcessWorker(ProcessWorker):
+class PlatformProcessWorker(EventWakeups, ProcessWorker):
     """ProcessWorker that gives each run its own scratch folder and heartbeats."""
 
     type = "process"
