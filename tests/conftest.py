@@ -81,13 +81,13 @@ LONGEST_FIRST = (
     "tests/e2e/test_operations.py",
     "tests/e2e/test_faults.py",
     "tests/e2e/test_stack.py",
-    "tests/e2e/test_worker_only.py",
     "tests/e2e/test_jobs.py",
+    "tests/e2e/test_your_code.py",
+    "tests/e2e/test_worker_only.py",
+    "tests/terraform/test_apply.py",
     "tests/e2e/test_proxy.py",
     "tests/e2e/test_security.py",
     "tests/e2e/test_proxy_acme.py",
-    "tests/e2e/test_your_code.py",
-    "tests/terraform/test_apply.py",
     "tests/flows/test_elt_failures.py",
 )
 
@@ -107,7 +107,8 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
-    """Figures and diagnostics the modules announced (tests/support/report.py)."""
+    """Each test file's time (to keep LONGEST_FIRST in order), then the figures and diagnostics
+    the modules announced (tests/support/report.py)."""
     if hasattr(config, "workerinput") or not os.environ.get(REPORT_DIR_ENV):
         return
     per_file: dict[str, float] = {}
