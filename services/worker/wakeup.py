@@ -95,7 +95,14 @@ class EventWakeups:
         return self._listening
 
     async def get_and_submit_flow_runs(self) -> list[Any]:
-        """Prefect's timed loop: asks only if the stream is down or the safety interval is over."""
+        """Prefect's timed loop: asks only if the stream is down or the safety interval is over.
+        Its first tick starts the listening beside it: a worker entered as a context manager
+        without `start()` (tests, one-off calls) picks up nothing by itself, as before."""
+        if not self._wakeup_tasks:
+            self._wakeup_tasks = (
+                asyncio.create_task(self._listen_forever()),
+                asyncio.create_task(self._ask_when_woken_forever()),
+            )
         if self._listening and time.monotonic() - self._last_ask < safety_seconds():
             return []
         return await self._ask()
@@ -108,16 +115,9 @@ class EventWakeups:
         super()._release_limit_slot(flow_run_id)  # type: ignore[misc]
         self.scheduled.ring()  # a run waiting for this slot goes next, not at the next poll
 
-    async def __aenter__(self) -> Any:
-        worker = await super().__aenter__()  # type: ignore[misc]
-        self._wakeup_tasks = (
-            asyncio.create_task(self._listen_forever()),
-            asyncio.create_task(self._ask_when_woken_forever()),
-        )
-        return worker
-
     async def __aexit__(self, *exc_info: Any) -> None:
-        for task in self._wakeup_tasks:
+        tasks, self._wakeup_tasks = self._wakeup_tasks, ()
+        for task in tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
