@@ -80,10 +80,7 @@ def idle_cpu(stack: Stack, seconds: float) -> None:
     What is not in a container is mostly Docker's own work (containerd's shims, runc) starting the
     healthcheck probes; on a host that runs nothing else the machine's figure is the stack's cost.
     """
-    listing = docker(
-        "ps", "--no-trunc", "--filter", f"label=com.docker.compose.project={stack.project}",
-        "--format", "{{.Names}} {{.ID}}",
-    )  # fmt: skip
+    listing = stack.compose("ps", "--no-trunc", "--format", "{{.Name}} {{.ID}}").stdout
     full = dict(line.split() for line in listing.splitlines())
     before = {name: container_cpu_seconds(cid) for name, cid in full.items()}
     machine, started = machine_busy_seconds(), time.monotonic()
