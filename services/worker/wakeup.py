@@ -9,11 +9,12 @@ to the server's event stream (`/api/events/out`) for the runs of its pool:
   and so does a slot of the worker's own freed by a finished run (a run waiting for it goes next);
 - a run entering Cancelling wakes the worker's check for runs to cancel (`cancelling.wait`);
 - while the stream is live, the timed ask only happens every `safety_seconds()`: a safety net for a
-  lost event, and a run scheduled for later is still picked before it is due (it is under Prefect's
-  prefetch window, 10 s). When the stream cannot be reached (an older server, a proxy without
-  websockets, an API key without the scope), the worker asks every WORKER_POLL_SECONDS as before,
-  and tries the stream again every RETRY_SECONDS. The worker's healthcheck is unchanged: it is
-  healthy while its asks succeed within 30 x WORKER_POLL_SECONDS.
+  lost event, and a run scheduled for later is still picked before it is due (70% of
+  PREFECT_WORKER_PREFETCH_SECONDS, at most 5 s: 3.5 s in the stack, which sets 5 s). When the
+  stream cannot be reached (an older server, a proxy without websockets, an API key without the
+  scope), the worker asks every WORKER_POLL_SECONDS as before, and tries the stream again every
+  RETRY_SECONDS. The worker's healthcheck is unchanged: it is healthy while its asks succeed
+  within 30 x WORKER_POLL_SECONDS.
 """
 
 from __future__ import annotations
