@@ -40,7 +40,9 @@ def answers(target: str, timeout: float = 3.0) -> bool:
         return False
 
 
-def wait_for(target: str, timeout: float, log: Callable[[str], None] = print) -> bool:
+def wait_for(
+    target: str, timeout: float, log: Callable[[str], None] = print, interval: float = RETRY_SECONDS
+) -> bool:
     """True once ``target`` answers; False after ``timeout`` seconds. Says so while it waits."""
     deadline = time.monotonic() + timeout
     said = False
@@ -50,7 +52,7 @@ def wait_for(target: str, timeout: float, log: Callable[[str], None] = print) ->
         if not said:
             log(f"{target} does not answer yet; waiting up to {timeout:.0f} s")
             said = True
-        time.sleep(RETRY_SECONDS)
+        time.sleep(interval)
     if said:
         log(f"{target} answers")
     return True

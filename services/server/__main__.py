@@ -46,8 +46,11 @@ def main(argv: list[str] | None = None) -> None:
 
     from services.server import event_ordering  # noqa: F401 - its clock starts with the process
     from services.server.login_throttle import LoginThrottle
+    from services.server.schema_ready import wait_for_schema
 
     app = LoginThrottle.from_env(create_app(final=True))
+    # Started beside prefect-migrate: imported and built meanwhile, serving once the schema is current.
+    wait_for_schema(os.environ, log=lambda message: print(f"server: {message}", flush=True))
     uvicorn.run(
         app,
         host=args.host,

@@ -41,8 +41,9 @@ def _user_exists(name: str) -> bool:
 
 
 @contextlib.contextmanager
-def throwaway_postgres(fsync: bool = False) -> Iterator[str]:
-    """Starts a cluster on a free loopback port; yields postgresql://postgres@127.0.0.1:PORT/postgres.
+def throwaway_postgres(fsync: bool = False, port: int | None = None) -> Iterator[str]:
+    """Starts a cluster on a loopback port (``port``, or a free one); yields
+    postgresql://postgres@127.0.0.1:PORT/postgres.
 
     fsync off for tests (nothing to keep); benchmarks that stand in for the stack's database pass
     fsync=True, as Postgres runs there.
@@ -57,7 +58,7 @@ def throwaway_postgres(fsync: bool = False) -> Iterator[str]:
         user = "postgres" if _user_exists("postgres") else "nobody"
         shutil.chown(root, user=user)
         run_as = ["runuser", "-u", user, "--"]
-    port = _free_port()
+    port = port or _free_port()
     pgdata = root / "data"
     subprocess.run(
         [*run_as, str(bindir / "initdb"), "-D", str(pgdata), "-U", "postgres", "--auth=trust", "-E", "UTF8"],

@@ -1,0 +1,62 @@
+"""The server's Postgres database as the one-shots and the server wait for it (asyncpg: both images).
+
+A new volume's Postgres takes a few seconds to initialise, during which its port is closed and then,
+for a moment, open but refusing connections ("the database system is starting up"). The migration
+and the server are started beside it and wait here, instead of after its healthcheck.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+
+RETRY_SECONDS = 0.25
+
+
+def database_dsn(env: Mapping[str, str]) -> str:
+    """asyncpg's DSN of the server's database (PREFECT_API_DATABASE_CONNECTION_URL)."""
+    url = env.get("PREFECT_API_DATABASE_CONNECTION_URL", "")
+    if not url.startswith("postgresql"):
+        raise SystemExit(
+            "PREFECT_API_DATABASE_CONNECTION_URL must be the postgresql+asyncpg:// URL of the server's "
+            "database (docker-compose.yml sets it from POSTGRES_PASSWORD)"
+        )
+    return "postgresql://" + url.split("://", 1)[1]
+
+
+async def query(dsn: str, sql: str) -> object:
+    """The first value ``sql`` returns; raises what asyncpg raises (OSError, PostgresError, timeout)."""
+    import asyncpg
+
+    connection = await asyncpg.connect(dsn, timeout=5)
+    try:
+        return await connection.fetchval(sql)
+    finally:
+        await connection.close()
+
+
+async def accepts_queries(dsn: str, timeout: float) -> str | None:
+    """None once the database answers a query; else the last error, after ``timeout`` seconds."""
+    import asyncpg
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            await query(dsn, "SELECT 1")
+            return None
+        except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
+            if time.monotonic() >= deadline:
+                return f"{type(exc).__name__}: {exc}"
+            await asyncio.sleep(RETRY_SECONDS)
+
+
+async def schema_revision(dsn: str) -> str | None:
+    """The Alembic revision the database's schema is at; None when it has none yet or cannot say."""
+    import asyncpg
+
+    try:
+        revision = await query(dsn, "SELECT version_num FROM alembic_version")
+    except (TimeoutError, OSError, asyncpg.PostgresError):
+        return None
+    return str(revision) if revision else None
