@@ -69,3 +69,31 @@ def test_a_server_that_never_answers_is_unhealthy_within_its_timeout() -> None:
         result = probe(sock.getsockname()[1], "/ready")
     assert result.returncode != 0
     assert time.monotonic() - started < 10  # read -t 4; Docker's own timeout is 5 s
+
+
+def test_with_patience_a_server_that_comes_up_during_the_probe_is_healthy() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        free = sock.getsockname()[1]
+    server = Server(("127.0.0.1", free), Handler, bind_and_activate=False)
+
+    def come_up() -> None:
+        server.server_bind()
+        server.server_activate()
+        server.serve_forever()
+
+    threading.Timer(1.5, come_up).start()
+    try:
+        started = time.monotonic()
+        patient = subprocess.run([str(PROBE), str(free), "/ready", "4"], capture_output=True, timeout=30)
+        assert patient.returncode == 0, patient.stderr
+        assert 1.4 < time.monotonic() - started < 4.5
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_with_patience_a_server_that_stays_unready_is_unhealthy_once_it_runs_out(port: int) -> None:
+    started = time.monotonic()
+    assert subprocess.run([str(PROBE), str(port), "/starting", "2"], capture_output=True).returncode != 0
+    assert 1.9 < time.monotonic() - started < 4
