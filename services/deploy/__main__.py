@@ -1,9 +1,11 @@
 """python -m services.deploy: register flows/prefect.yaml's deployments (the prefect-deploy one-shot).
 
 1. Imports every deployment's entrypoint first: an error names its file and line, and nothing is
-   registered (the server keeps the deployments it had).
-2. `prefect deploy --all` from the mounted flows folder.
-3. Makes each deployment's parameter schema strict (no unknown parameters), so a run with a
+   registered (the server keeps the deployments it had). Compose starts this one-shot with the
+   server and the init, so these imports (the flows' libraries: seconds) overlap their start.
+2. Waits for the API and for the work pool the deployments target (prefect-init creates it).
+3. `prefect deploy --all` from the mounted flows folder.
+4. Makes each deployment's parameter schema strict (no unknown parameters), so a run with a
    misspelled parameter is refused when it is created, naming it, instead of failing in a container.
 """
 
@@ -13,6 +15,7 @@ import contextlib
 import io
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +23,8 @@ import yaml
 
 from services.contract import FLOWS_DIR
 from services.flow_code import describe
+
+WAIT_SECONDS = 180.0  # for the API and the work pool
 
 
 def log(message: str) -> None:
@@ -93,12 +98,50 @@ def make_parameters_strict(names: list[str]) -> int:
     return changed
 
 
+def wait_for_server(api_url: str, pool: str | None, timeout: float = WAIT_SECONDS) -> None:
+    """Until the API answers and ``pool`` exists; exits naming what did not come within ``timeout``."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    from services.wait_for import wait_for
+
+    deadline = time.monotonic() + timeout
+    if not api_url:
+        return  # no API configured: Prefect's own error names it
+    if not wait_for(f"{api_url.rstrip('/')}/health", timeout, log=log, interval=0.5):
+        sys.exit(f"prefect-deploy: the Prefect API at {api_url} did not answer within {timeout:.0f} s")
+    if not pool:
+        return
+    said = False
+    with get_client(sync_client=True) as client:
+        while True:
+            try:
+                client.read_work_pool(pool)
+            except ObjectNotFound:
+                if time.monotonic() >= deadline:
+                    sys.exit(
+                        f"prefect-deploy: the work pool {pool} still does not exist after {timeout:.0f} s: "
+                        "prefect-init creates it (docker compose logs prefect-init)"
+                    )
+                if not said:
+                    log(f"waiting for prefect-init to create the work pool {pool}")
+                    said = True
+                time.sleep(0.5)
+            else:
+                if said:
+                    log(f"the work pool {pool} exists")
+                return
+
+
 def main() -> None:
     flows_dir = Path(FLOWS_DIR)
     if errors := check_entrypoints(flows_dir):
         for error in errors:
             print(f"prefect-deploy: cannot import {error}", file=sys.stderr)
         sys.exit("prefect-deploy: nothing registered; fix the file and line above, then run ./scripts/deploy")
+    from prefect.settings import PREFECT_API_URL
+
+    wait_for_server(PREFECT_API_URL.value() or "", os.environ.get("PREFECT_WORK_POOL_NAME"))
     names = register_deployments(flows_dir)
     make_parameters_strict(names)
     log(f"deployments registered from flows/prefect.yaml: {', '.join(names) or '(none reported)'}")

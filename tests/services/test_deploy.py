@@ -5,6 +5,8 @@ Against a real Prefect server, with a flows folder nobody on the team wrote (a t
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -15,7 +17,12 @@ from prefect.client.schemas.actions import WorkPoolCreate
 from prefect.exceptions import PrefectHTTPStatusError
 from prefect.settings import PREFECT_API_URL
 
-from services.deploy.__main__ import check_entrypoints, make_parameters_strict, register_deployments
+from services.deploy.__main__ import (
+    check_entrypoints,
+    make_parameters_strict,
+    register_deployments,
+    wait_for_server,
+)
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -90,3 +97,24 @@ def test_registered_deployments_refuse_unknown_parameters_at_creation(
 
     refusal = anyio.run(create_runs)
     assert refusal.startswith("409") and "nmae" in refusal, refusal
+
+
+def test_it_waits_for_the_pool_the_init_creates_and_names_one_that_never_comes(
+    prefect_server: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pool = f"deploy-wait-{uuid.uuid4().hex[:8]}"
+    api = PREFECT_API_URL.value()
+    monkeypatch.setenv("PREFECT_API_URL", api)
+
+    async def create_pool() -> None:
+        async with get_client() as client:
+            await client.create_work_pool(WorkPoolCreate(name=pool, type="docker"))
+
+    later = threading.Timer(1.5, lambda: anyio.run(create_pool))
+    later.start()
+    started = time.monotonic()
+    wait_for_server(api, pool, timeout=60)
+    assert 1.4 < time.monotonic() - started < 30
+    later.join()
+    with pytest.raises(SystemExit, match=f"the work pool {pool}-missing still does not exist after 1 s"):
+        wait_for_server(api, f"{pool}-missing", timeout=1)
