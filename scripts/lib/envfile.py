@@ -15,6 +15,8 @@ Writing: one place for the rules every caller (scripts/up, scripts/bootstrap/sec
 
 Usage:
   envfile.py get KEY [--env .env]     prints the value (empty when unset); exit 1 when .env is missing
+  envfile.py dump [--env .env]        prints every KEY=value, one per line (values are one line each):
+                                      for a shell that needs many (scripts/up reads .env once)
   envfile.py ensure --env .env --example .env.example [--set KEY=VALUE ...]
                     [--from-json FILE] [--overwrite] [--force KEY=VALUE ...]
   --set/--from-json values fill missing keys (or replace existing ones with --overwrite);
@@ -181,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     get = sub.add_parser("get", help="print one setting's value")
     get.add_argument("key")
     get.add_argument("--env", type=Path, default=Path(".env"))
+    dump = sub.add_parser("dump", help="print every KEY=value, one per line")
+    dump.add_argument("--env", type=Path, default=Path(".env"))
     cmd = sub.add_parser("ensure", help="create or merge .env")
     cmd.add_argument("--env", type=Path, required=True)
     cmd.add_argument("--example", type=Path, required=True)
@@ -189,9 +193,13 @@ def main(argv: list[str] | None = None) -> int:
     cmd.add_argument("--overwrite", action="store_true", help="replace existing values with given ones")
     cmd.add_argument("--force", action="append", default=[], metavar="KEY=VALUE", help="always replace")
     args = parser.parse_args(argv)
-    if args.command == "get":
+    if args.command in ("get", "dump"):
         try:
-            print(read(args.env).get(args.key, ""))
+            values = read(args.env)
+            if args.command == "get":
+                print(values.get(args.key, ""))
+            else:
+                sys.stdout.write("".join(f"{key}={value}\n" for key, value in values.items()))
         except EnvFileError as exc:
             print(f"envfile: {exc}", file=sys.stderr)
             return 1

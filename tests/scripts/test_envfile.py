@@ -95,3 +95,13 @@ def test_multiline_value_is_rejected(paths: tuple[Path, Path]) -> None:
     with pytest.raises(envfile.EnvFileError, match="line break"):
         envfile.ensure(env, example, {"PLAIN": "a\nB=evil"})
     assert not env.exists()
+
+
+def test_dump_prints_every_setting_as_compose_reads_it_one_per_line(tmp_path: Path) -> None:
+    env = tmp_path / ".env"
+    env.write_text("# c\nA=1\nexport B='two words'\nC=\"x=y\"\nEMPTY=\nA=last\n")
+    result = run_cli("dump", "--env", str(env))
+    assert result.returncode == 0
+    assert result.stdout.splitlines() == ["A=last", "B=two words", "C=x=y", "EMPTY="]
+    missing = run_cli("dump", "--env", str(tmp_path / "nothing"))
+    assert missing.returncode == 1 and "run ./scripts/up once" in missing.stderr
