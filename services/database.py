@@ -8,8 +8,10 @@ and the server are started beside it and wait here, instead of after its healthc
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from urllib.parse import urlsplit
+
+from services.wait_for import wait_until
 
 RETRY_SECONDS = 0.25
 
@@ -36,19 +38,30 @@ async def query(dsn: str, sql: str) -> object:
         await connection.close()
 
 
-async def accepts_queries(dsn: str, timeout: float) -> str | None:
-    """None once the database answers a query; else the last error, after ``timeout`` seconds."""
+def accepts_queries(dsn: str, timeout: float, log: Callable[[str], None] = print) -> str | None:
+    """None once the database answers a query; else the last error, after ``timeout`` seconds.
+
+    Its port closed, or open but refusing connections while Postgres starts: both are waited for.
+    """
     import asyncpg
 
-    deadline = time.monotonic() + timeout
-    while True:
+    address = urlsplit(dsn)
+    where = f"Postgres at {address.hostname}:{address.port or 5432}"
+    error = ""
+
+    def answers() -> bool:
+        nonlocal error
         try:
-            await query(dsn, "SELECT 1")
-            return None
+            asyncio.run(query(dsn, "SELECT 1"))
         except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
-            if time.monotonic() >= deadline:
-                return f"{type(exc).__name__}: {exc}"
-            await asyncio.sleep(RETRY_SECONDS)
+            error = f"{type(exc).__name__}: {exc}"
+            return False
+        return True
+
+    waiting = f"{where} does not answer yet; waiting up to {timeout:.0f} s"
+    if wait_until(answers, timeout, waiting, log, RETRY_SECONDS, done=f"{where} accepts connections"):
+        return None
+    return error
 
 
 async def schema_revision(dsn: str) -> str | None:

@@ -21,6 +21,7 @@ import urllib.request
 from collections.abc import Callable
 
 RETRY_SECONDS = 2.0
+Message = str | Callable[[], str]
 
 
 def answers(target: str, timeout: float = 3.0) -> bool:
@@ -40,22 +41,56 @@ def answers(target: str, timeout: float = 3.0) -> bool:
         return False
 
 
+def wait_until(
+    holds: Callable[[], bool],
+    timeout: float,
+    waiting: Message,
+    log: Callable[[str], None] = print,
+    interval: float = RETRY_SECONDS,
+    done: Message | None = None,
+) -> bool:
+    """True once ``holds()`` does; False once ``timeout`` seconds have passed without it.
+
+    Says ``waiting`` once, when the first check fails, and ``done`` when it then holds: one line each
+    in a one-shot's log, however long the wait (a callable is asked for its words then, so they can
+    name what the check saw). Every wait of the stack's one-shots and of the server's start is this
+    loop with its own check.
+    """
+    deadline = time.monotonic() + timeout
+    said = False
+    while not holds():
+        if time.monotonic() >= deadline:
+            return False
+        if not said:
+            log(waiting if isinstance(waiting, str) else waiting())
+            said = True
+        time.sleep(interval)
+    if said and done:
+        log(done if isinstance(done, str) else done())
+    return True
+
+
 def wait_for(
     target: str, timeout: float, log: Callable[[str], None] = print, interval: float = RETRY_SECONDS
 ) -> bool:
     """True once ``target`` answers; False after ``timeout`` seconds. Says so while it waits."""
-    deadline = time.monotonic() + timeout
-    said = False
-    while not answers(target):
-        if time.monotonic() >= deadline:
-            return False
-        if not said:
-            log(f"{target} does not answer yet; waiting up to {timeout:.0f} s")
-            said = True
-        time.sleep(interval)
-    if said:
-        log(f"{target} answers")
-    return True
+    return wait_until(
+        lambda: answers(target),
+        timeout,
+        f"{target} does not answer yet; waiting up to {timeout:.0f} s",
+        log,
+        interval,
+        done=f"{target} answers",
+    )
+
+
+def wait_for_api(api_url: str, timeout: float, who: str, interval: float = 0.5) -> None:
+    """Until the Prefect API at ``api_url`` answers its health check; exits naming it, and ``who``
+    waited, after ``timeout`` seconds (prefect-init and prefect-deploy start beside the server)."""
+    health = f"{api_url.rstrip('/')}/health"
+    say: Callable[[str], None] = lambda message: print(f"{who}: {message}", flush=True)  # noqa: E731
+    if not wait_for(health, timeout, log=say, interval=interval):
+        sys.exit(f"{who}: the Prefect API at {api_url} did not answer within {timeout:.0f} s")
 
 
 def main(argv: list[str] | None = None) -> None:

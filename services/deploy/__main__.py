@@ -103,34 +103,30 @@ def wait_for_server(api_url: str, pool: str | None, timeout: float = WAIT_SECOND
     from prefect.client.orchestration import get_client
     from prefect.exceptions import ObjectNotFound
 
-    from services.wait_for import wait_for
+    from services.wait_for import wait_for_api, wait_until
 
-    deadline = time.monotonic() + timeout
     if not api_url:
         return  # no API configured: Prefect's own error names it
-    if not wait_for(f"{api_url.rstrip('/')}/health", timeout, log=log, interval=0.5):
-        sys.exit(f"prefect-deploy: the Prefect API at {api_url} did not answer within {timeout:.0f} s")
+    started = time.monotonic()
+    wait_for_api(api_url, timeout, "prefect-deploy")
     if not pool:
         return
-    said = False
     with get_client(sync_client=True) as client:
-        while True:
+
+        def pool_exists() -> bool:
             try:
                 client.read_work_pool(pool)
             except ObjectNotFound:
-                if time.monotonic() >= deadline:
-                    sys.exit(
-                        f"prefect-deploy: the work pool {pool} still does not exist after {timeout:.0f} s: "
-                        "prefect-init creates it (docker compose logs prefect-init)"
-                    )
-                if not said:
-                    log(f"waiting for prefect-init to create the work pool {pool}")
-                    said = True
-                time.sleep(0.5)
-            else:
-                if said:
-                    log(f"the work pool {pool} exists")
-                return
+                return False
+            return True
+
+        waiting = f"waiting for prefect-init to create the work pool {pool}"
+        left = timeout - (time.monotonic() - started)
+        if not wait_until(pool_exists, left, waiting, log, interval=0.5, done=f"the work pool {pool} exists"):
+            sys.exit(
+                f"prefect-deploy: the work pool {pool} still does not exist after {timeout:.0f} s: "
+                "prefect-init creates it (docker compose logs prefect-init)"
+            )
 
 
 def main() -> None:

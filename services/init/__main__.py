@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 
 from prefect.client.orchestration import get_client
 
@@ -14,21 +13,16 @@ from services.init.data_volume import prepare_data_volume
 from services.init.ecs_pool import ensure_ecs_pool
 from services.init.result_storage import ensure_result_storage
 from services.init.work_pool import ensure_work_pool
-from services.wait_for import wait_for
+from services.wait_for import wait_for_api
 
 # `docker compose restart` starts the init while the server restarts: wait for it, bounded.
 SERVER_WAIT_SECONDS = 180
 
 
-def wait_for_server() -> None:
-    health = os.environ.get("PREFECT_API_URL", "http://prefect-server:4200/api").rstrip("/") + "/health"
-    if not wait_for(health, SERVER_WAIT_SECONDS, log=log):
-        sys.exit(f"prefect-init: the Prefect server ({health}) did not answer within {SERVER_WAIT_SECONDS} s")
-
-
 def main() -> None:
     prepare_data_volume()
-    wait_for_server()
+    api_url = os.environ.get("PREFECT_API_URL", "http://prefect-server:4200/api")
+    wait_for_api(api_url, SERVER_WAIT_SECONDS, "prefect-init")
     with get_client(sync_client=True) as client:
         ensure_work_pool(client)
         ensure_ecs_pool(client)  # only when ECS_WORK_POOL_NAME is set

@@ -12,13 +12,11 @@ as the command line runs it. The server, started beside this one-shot, waits for
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
 from urllib.parse import urlsplit
 
-from services.database import RETRY_SECONDS, accepts_queries, database_dsn
-from services.wait_for import wait_for
+from services.database import accepts_queries, database_dsn
 
 UPGRADE = ["prefect", "server", "database", "upgrade", "-y"]
 
@@ -35,12 +33,12 @@ def main(argv: list[str] | None = None) -> None:
     import prefect.server.database.alembic_commands  # noqa: F401
     from prefect.cli import app
 
-    address = urlsplit(dsn)
-    target = f"{address.hostname}:{address.port or 5432}"
-    if not wait_for(target, options.timeout, log=say, interval=RETRY_SECONDS):
-        sys.exit(f"migrate: Postgres at {target} did not answer within {options.timeout:.0f} s")
-    if error := asyncio.run(accepts_queries(dsn, options.timeout)):
-        sys.exit(f"migrate: Postgres at {target} does not accept connections: {error}")
+    if error := accepts_queries(dsn, options.timeout, log=say):
+        address = urlsplit(dsn)
+        sys.exit(
+            f"migrate: Postgres at {address.hostname}:{address.port or 5432} did not answer within "
+            f"{options.timeout:.0f} s ({error})"
+        )
     sys.argv = UPGRADE
     try:
         app()

@@ -43,7 +43,7 @@ def postgres_revisions(folder: Path | None = None) -> list[str]:
     return heads + [rev for rev in reversed(revisions) if rev in parents]
 
 
-def compare(revision: str, known: list[str]) -> str:
+def compare(revision: str | None, known: list[str]) -> str:
     """'current', 'older' (migrations will run) or 'unknown' (a newer Prefect's schema)."""
     if not known or revision not in known:
         return "unknown"

@@ -12,35 +12,39 @@ wait; a `docker compose restart` finds the schema current at once.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable, Mapping
 
 from services.database import RETRY_SECONDS, database_dsn, schema_revision
 from services.ops.schema import compare, postgres_revisions
+from services.wait_for import wait_until
 
 WAIT_SECONDS = 300.0
 
 
-async def _wait(dsn: str, head: list[str], timeout: float, log: Callable[[str], None]) -> bool:
-    deadline = time.monotonic() + timeout
-    revision = None
-    said = False
-    while time.monotonic() < deadline:
-        revision = await schema_revision(dsn)
-        if revision is not None and compare(revision, head) == "current":
-            if said:
-                log(f"the database's schema is at {revision}: starting")
-            return True
-        if not said:
-            log(
-                f"waiting for prefect-migrate: the database's schema is at {revision or 'nothing yet'}, "
-                f"this Prefect's at {head[0] if head else '?'}"
-            )
-            said = True
-        await asyncio.sleep(RETRY_SECONDS * 2)
+def _wait(dsn: str, head: list[str], timeout: float, log: Callable[[str], None]) -> bool:
+    ours = head[0] if head else "?"
+    revision: str | None = None
+
+    def current() -> bool:
+        nonlocal revision
+        revision = asyncio.run(schema_revision(dsn))
+        return compare(revision, head) == "current"
+
+    if wait_until(
+        current,
+        timeout,
+        lambda: (
+            f"waiting for prefect-migrate: the database's schema is at {revision or 'nothing yet'}, "
+            f"this Prefect's at {ours}"
+        ),
+        log,
+        RETRY_SECONDS * 2,
+        done=lambda: f"the database's schema is at {revision}: starting",
+    ):
+        return True
     log(
         f"the database's schema is still at {revision or 'nothing'} after {timeout:.0f} s, not at this "
-        f"Prefect's {head[0] if head else '?'}: starting anyway (`docker compose logs prefect-migrate`)"
+        f"Prefect's {ours}: starting anyway (`docker compose logs prefect-migrate`)"
     )
     return False
 
@@ -57,4 +61,4 @@ def wait_for_schema(
     migrates_itself = env.get("PREFECT_SERVER_DATABASE_MIGRATE_ON_START", "true").lower() in ("true", "1")
     if migrates_itself or not url.startswith("postgresql"):
         return True
-    return asyncio.run(_wait(database_dsn(env), postgres_revisions(), timeout, log))
+    return _wait(database_dsn(env), postgres_revisions(), timeout, log)

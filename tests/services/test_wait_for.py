@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from services.wait_for import answers, wait_for
+from services.wait_for import answers, wait_for, wait_until
 from tests.support import REPO
 
 pytestmark = pytest.mark.timeout(60)
@@ -84,3 +84,26 @@ def test_the_command_runs_once_the_target_answers(web: str) -> None:
         cwd=REPO, capture_output=True, text=True,
     )  # fmt: skip
     assert result.returncode == 0 and result.stdout.strip() == "ran arg"
+
+
+def test_a_check_is_retried_until_it_holds_and_the_wait_is_said_once_in_words_of_what_it_saw() -> None:
+    seen: list[int] = []
+
+    def third_time() -> bool:
+        seen.append(len(seen) + 1)
+        return len(seen) >= 3
+
+    said: list[str] = []
+    waiting = lambda: f"check {seen[-1]} failed"  # noqa: E731 - asked once, when the wait is said
+    assert wait_until(third_time, 10, waiting, said.append, 0.01, done=lambda: f"held at check {seen[-1]}")
+    assert said == ["check 1 failed", "held at check 3"]
+
+    said.clear()
+    started = time.monotonic()
+    assert not wait_until(lambda: False, 0.3, "never", said.append, 0.05, done="unreachable")
+    assert 0.3 <= time.monotonic() - started < 5 and said == ["never"]
+
+
+def test_a_check_that_holds_at_once_says_nothing() -> None:
+    said: list[str] = []
+    assert wait_until(lambda: True, 0, "waiting", said.append, done="done") and said == []
