@@ -221,6 +221,9 @@ module "server" {
     PREFECT_UI_API_URL                         = "/api"
     PREFECT_SERVER_ANALYTICS_ENABLED           = "false"
     PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT = "false"
+    # Task runs recorded in batches, as docker-compose.yml's server does (why: there).
+    PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE     = "100"
+    PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL = "1"
   }
   secrets = {
     PREFECT_SERVER_DATABASE_PASSWORD = "${module.db.master_user_secret_arn}:password::"

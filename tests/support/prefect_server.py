@@ -13,6 +13,21 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import yaml
+
+from tests.support import REPO
+
+# The stack server's settings of how it records what flow runs send; a benchmark's server takes
+# them from docker-compose.yml, so it measures what the stack runs.
+RECORDING = ("PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_", "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_")
+
+
+def stack_recording_settings() -> dict[str, str]:
+    """docker-compose.yml's prefect-server settings named by RECORDING."""
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    environment = compose["services"]["prefect-server"]["environment"]
+    return {key: str(value) for key, value in environment.items() if key.startswith(RECORDING)}
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -30,6 +45,7 @@ def prefect_server(home: Path, timeout: float = 180, database_url: str | None = 
         "PREFECT_HOME": str(home),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_UI_ENABLED": "false",
+        **stack_recording_settings(),
     }
     env.pop("PREFECT_API_URL", None)
     if database_url:
