@@ -52,8 +52,10 @@ def prefect_server(home: Path, timeout: float = 180, database_url: str | None = 
         env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = database_url.replace(
             "postgresql://", "postgresql+asyncpg://", 1
         )
+    home.mkdir(parents=True, exist_ok=True)
     server = subprocess.Popen(
         [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=home,  # not a checkout's `.env`: Prefect's settings would read it
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
