@@ -37,9 +37,9 @@ from tests.bench.measure import (
     cgroup_memory,
     docker,
     load,
-    parse_time,
     polling,
     remove_flow_runs,
+    task_spans,
 )
 from tests.support import REPO
 from tests.support.stack import PrefectApi, Stack, copy_checkout
@@ -76,17 +76,6 @@ class RunMemory(Poller):
             self.high_water = max(self.high_water, int((self.path / "memory.max_usage_in_bytes").read_text()))
 
 
-def task_windows(api: PrefectApi, run_id: str) -> dict[str, tuple[float, float]]:
-    """(start, end) in epoch seconds of the run's ingest and transform task runs."""
-    tasks = api.post("/task_runs/filter", {"flow_runs": {"id": {"any_": [run_id]}}, "limit": 200})
-    windows: dict[str, tuple[float, float]] = {}
-    for task in tasks:
-        name = task["name"].rsplit("-", 1)[0]
-        if name in ("ingest", "transform") and task["start_time"] and task["end_time"]:
-            windows[name] = (parse_time(task["start_time"]), parse_time(task["end_time"]))
-    return windows
-
-
 def csv_rows(path: Path) -> int:
     with path.open("rb") as f:
         return sum(1 for _ in f) - 1  # the header
@@ -112,7 +101,7 @@ def run_in_stack(stack: Stack) -> dict[str, Any]:
         with polling(RunMemory(run_id)) as container:
             run = api.wait(run_id, timeout=3600)
         wall = time.perf_counter() - started
-        windows = task_windows(api, run["id"])
+        windows = task_spans(api, run["id"])
     steps: dict[str, float] = {}
     for name, (start, end) in windows.items():
         steps[name] = end - start

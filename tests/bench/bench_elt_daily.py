@@ -40,6 +40,7 @@ from tests.bench.measure import (
     quantile,
     quantiles,
     remove_flow_runs,
+    task_spans,
 )
 from tests.support.stack import PrefectApi, Stack, copy_checkout
 
@@ -61,12 +62,7 @@ def steps_of(api: PrefectApi, run: dict[str, Any], events: FlowRunEvents) -> dic
     states = {
         s["type"]: parse_time(s["timestamp"]) for s in api.get(f"/flow_run_states/?flow_run_id={run['id']}")
     }
-    tasks = api.post("/task_runs/filter", {"flow_runs": {"id": {"any_": [run["id"]]}}, "limit": 200})
-    spans = {}
-    for task in tasks:
-        for name in ("ingest", "transform"):
-            if task["name"].startswith(f"{name}-") and task["start_time"] and task["end_time"]:
-                spans[name] = (parse_time(task["start_time"]), parse_time(task["end_time"]))
+    spans = task_spans(api, run["id"], ("ingest", "transform"))
     created, running, end = (
         parse_time(run["created"]),
         parse_time(run["start_time"]),

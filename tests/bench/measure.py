@@ -288,3 +288,23 @@ class FlowRunEvents(threading.Thread):
 
     def count(self, run_id: str, action: str) -> int:
         return sum(1 for run, act, _ in list(self.events) if run == run_id and act == action)
+
+
+def task_spans(
+    api: Any, run_id: str, names: tuple[str, ...] = ("ingest", "transform")
+) -> dict[str, tuple[float, float]]:
+    """(start, end) in epoch seconds of a flow run's named task runs. The server records task runs
+    from their events in batches flushed every second, so the last task's end may follow the run's
+    Completed by that: waits up to 15 s for every named one."""
+    deadline = time.monotonic() + 15
+    while True:
+        tasks = api.post("/task_runs/filter", {"flow_runs": {"id": {"any_": [run_id]}}, "limit": 200})
+        spans = {
+            name: (parse_time(task["start_time"]), parse_time(task["end_time"]))
+            for task in tasks
+            for name in names
+            if task["name"].startswith(f"{name}-") and task["start_time"] and task["end_time"]
+        }
+        if len(spans) == len(names) or time.monotonic() > deadline:
+            return spans
+        time.sleep(0.5)
