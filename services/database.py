@@ -27,6 +27,12 @@ def database_dsn(env: Mapping[str, str]) -> str:
     return "postgresql://" + url.split("://", 1)[1]
 
 
+def postgres_address(dsn: str) -> str:
+    """``host:port`` of the DSN's server, for messages."""
+    address = urlsplit(dsn)
+    return f"{address.hostname}:{address.port or 5432}"
+
+
 async def query(dsn: str, sql: str) -> object:
     """The first value ``sql`` returns; raises what asyncpg raises (OSError, PostgresError, timeout)."""
     import asyncpg
@@ -45,8 +51,7 @@ def accepts_queries(dsn: str, timeout: float, log: Callable[[str], None] = print
     """
     import asyncpg
 
-    address = urlsplit(dsn)
-    where = f"Postgres at {address.hostname}:{address.port or 5432}"
+    where = f"Postgres at {postgres_address(dsn)}"
     error = ""
 
     def answers() -> bool:

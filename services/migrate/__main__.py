@@ -14,9 +14,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from urllib.parse import urlsplit
 
-from services.database import accepts_queries, database_dsn
+from services.database import accepts_queries, database_dsn, postgres_address
 
 UPGRADE = ["prefect", "server", "database", "upgrade", "-y"]
 
@@ -34,10 +33,9 @@ def main(argv: list[str] | None = None) -> None:
     from prefect.cli import app
 
     if error := accepts_queries(dsn, options.timeout, log=say):
-        address = urlsplit(dsn)
         sys.exit(
-            f"migrate: Postgres at {address.hostname}:{address.port or 5432} did not answer within "
-            f"{options.timeout:.0f} s ({error})"
+            f"migrate: Postgres at {postgres_address(dsn)} did not answer within {options.timeout:.0f} s "
+            f"({error})"
         )
     sys.argv = UPGRADE
     try:
